@@ -1,0 +1,184 @@
+"""Runs a sweep: validate → start Ray → MLflow parent run → Tuner.fit (or restore) → report.
+
+Nothing is started or written until the config has been validated; the MLflow parent run
+and the output folder exist before the first trial, so an interrupted sweep can resume.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from sweep import report
+from sweep.errors import ConfigError
+from sweep.folder import FINISHED, INTERRUPTED, RUNNING, SweepFolder, folder_to_resume, new_folder
+from sweep.noise import silence
+from sweep.redact import redact
+from sweep.settings import Settings, load_settings
+from sweep.space import portable_config
+
+
+def run(cfg: DictConfig) -> int:
+    """Entry point from the CLI; returns the process exit code."""
+    settings = load_settings(cfg)
+    base = portable_config(cfg)
+    silence(settings.verbose)
+    check_data(base)
+    if settings.single_trial:
+        return run_single_trial(base, settings)
+    if settings.resume:
+        folder = folder_to_resume(settings.output_dir, settings.name, settings.resume)
+        if folder.read_state().get("status") == FINISHED:
+            print(f"Sweep {folder.path} already finished; nothing to resume.")
+            return 0
+    else:
+        folder = new_folder(settings.output_dir, settings.name)
+    return run_sweep(settings, base, folder)
+
+
+def check_data(base: dict[str, Any]) -> None:
+    """Let a DataModule with a cheap ``check()`` (file and columns exist) fail fast."""
+    from hydra.utils import get_class
+
+    data = base.get("data", {})
+    target = data.get("_target_")
+    if not target:
+        raise ConfigError("data._target_", "missing; name your LightningDataModule class")
+    try:
+        cls = get_class(target)
+    except Exception as exc:
+        raise ConfigError("data._target_", f"cannot import {target!r}: {exc}") from None
+    if hasattr(cls, "check"):
+        from sweep.trial import build_datamodule
+
+        try:
+            build_datamodule(data).check()
+        except (OSError, KeyError, ValueError) as exc:
+            raise ConfigError("data", f"{exc}; fix data.path / data.target / data.features") from None
+
+
+def run_single_trial(base: dict[str, Any], settings: Settings) -> int:
+    from sweep.trial import run_single
+
+    print(f"Training one trial of {settings.name} in this process (no Ray, no MLflow)...")
+    history = run_single(base, verbose=settings.verbose)
+    if history:
+        print(f"final {settings.metric}: {history[-1].get(settings.metric, float('nan')):.4f}")
+    return 0
+
+
+def run_sweep(settings: Settings, base: dict[str, Any], folder: SweepFolder) -> int:
+    import ray
+
+    from sweep.tracking import Tracker
+
+    start_ray(settings)
+    try:
+        tracker = Tracker(settings.tracking_uri, settings.name)
+        folder.path.mkdir(parents=True, exist_ok=True)
+        state = folder.read_state()
+        if state.get("parent_run_id"):
+            tracker.resume_parent(state["parent_run_id"])
+            print(f"Resuming sweep {folder.path}")
+        else:
+            start_parent(tracker, settings, base, folder)
+        folder.write_state(status=RUNNING)
+        from sweep.tuning import fit
+
+        results, interrupted = fit(settings, base, folder, tracker)
+        tracker.writer.flush()
+        if interrupted:
+            folder.write_state(status=INTERRUPTED)
+            tracker.end_parent("KILLED")
+            print(f"\nInterrupted. Resume with:\n  {resume_command(folder)}")
+            return 130
+        rows = report.collect(results, settings)
+        summary = report.finish(rows, settings, base, folder, tracker)
+        folder.write_state(status=FINISHED)
+        print(summary)
+        return 0
+    finally:
+        ray.shutdown()
+
+
+def start_parent(tracker: Any, settings: Settings, base: dict[str, Any], folder: SweepFolder) -> None:
+    config_file = report.write_yaml(folder.path / report.CONFIG_FILE, redact(base))
+    tags = {
+        "sweep.searcher": settings.searcher["name"],
+        "sweep.scheduler": settings.scheduler["name"],
+        "sweep.seed": str(settings.seed),
+        "mlflow.note.content": describe(settings),
+    }
+    commit = git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    run_id = tracker.start_parent(f"sweep {folder.path.name}", folder.path, tags, redact(base))
+    tracker.log_artifact(config_file)
+    folder.write_state(parent_run_id=run_id, experiment_id=tracker.experiment_id)
+
+
+def describe(settings: Settings) -> str:
+    tuned = ", ".join(d.key for d in settings.dims) or "nothing (fixed config)"
+    return (
+        f"Sweep of {settings.num_samples} trials × up to {settings.max_epochs} epochs, "
+        f"{settings.searcher['name']} search, {settings.scheduler['name']} scheduler, "
+        f"optimising {settings.metric} ({settings.mode}). Tuned: {tuned}."
+    )
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def start_ray(settings: Settings) -> None:
+    import ray
+
+    # Trials must keep the driver's working directory: relative paths in user configs.
+    os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
+    cluster = settings.cluster
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": settings.verbose >= 1,
+        "logging_level": "WARNING" if settings.verbose >= 1 else "ERROR",
+        "runtime_env": {"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}},
+    }
+    if cluster.get("address", "local") == "local":
+        kwargs.update(num_cpus=cluster.get("num_cpus"), num_gpus=cluster.get("num_gpus"))
+    try:
+        ray.init(address=cluster.get("address", "local"), **kwargs)
+    except (ConnectionError, RuntimeError) as exc:
+        raise ConfigError("cluster.address", f"cannot connect to Ray at {cluster.get('address')!r}: {exc}") from None
+    check_resources(settings, ray.cluster_resources())
+
+
+def check_resources(settings: Settings, available: dict[str, float]) -> None:
+    cpus, gpus = available.get("CPU", 0.0), available.get("GPU", 0.0)
+    if settings.cpus_per_trial > cpus:
+        raise ConfigError(
+            "resources.cpu",
+            f"{settings.cpus_per_trial:g} CPUs per trial, but the cluster has {cpus:g}; "
+            f"set resources.cpu<={cpus:g}",
+        )
+    if settings.gpus_per_trial > gpus:
+        raise ConfigError(
+            "resources.gpu",
+            f"{settings.gpus_per_trial:g} GPUs per trial, but the cluster has {gpus:g}; "
+            "set resources.gpu=0 or run on a GPU node",
+        )
+
+
+def resume_command(folder: SweepFolder) -> str:
+    args = " ".join(a for a in sys.argv[1:] if not a.startswith("resume="))
+    return f"sweep {args} resume={folder.path}".replace("  ", " ")
+

@@ -1,0 +1,60 @@
+"""How a trial ended, decided in one place for MLflow, progress and the report."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ray.tune.result import AUTO_RESULT_KEYS
+
+COMPLETED = "completed"
+STOPPED_EARLY = "stopped_early"
+DIVERGED = "diverged"
+ERROR = "error"
+KILLED = "killed"
+END_REASONS = (COMPLETED, STOPPED_EARLY, DIVERGED, ERROR, KILLED)
+
+# Keys our trials report that are bookkeeping, not metrics to plot.
+CONTROL_KEYS = {"epoch", "diverged"}
+_TUNE_KEYS = {*AUTO_RESULT_KEYS, "done", "trial_id", "experiment_tag", "should_checkpoint"}
+
+
+def end_reason(status: str, last_result: Mapping[str, Any] | None, max_epochs: int) -> str:
+    """``status`` is Tune's (TERMINATED, ERROR, ...); ``last_result`` the trial's last report."""
+    if status == "ERROR":
+        return ERROR
+    last = last_result or {}
+    if last.get("diverged"):
+        return DIVERGED
+    if last.get("epoch", 0) >= max_epochs:
+        return COMPLETED
+    if status == "TERMINATED":
+        return STOPPED_EARLY
+    return KILLED
+
+
+def mlflow_status(reason: str) -> str:
+    """Early stopping and divergence are normal ends of a trial, not failures."""
+    return {ERROR: "FAILED", KILLED: "KILLED"}.get(reason, "FINISHED")
+
+
+def user_metrics(result: Mapping[str, Any]) -> dict[str, float]:
+    """The metrics the model logged (train_loss, val_acc, ...), without Tune's bookkeeping."""
+    return {
+        k: float(v)
+        for k, v in result.items()
+        if k not in _TUNE_KEYS
+        and k not in CONTROL_KEYS
+        and isinstance(v, (int, float))
+        and not isinstance(v, bool)
+    }
+
+
+def stop_diverged(trial_id: str, result: Mapping[str, Any]) -> bool:
+    """Tune stopper: a NaN/inf loss ends the trial at once; retrying would diverge again."""
+    return bool(result.get("diverged"))
+
+
+def trial_number(trial_id: str) -> int:
+    """Tune ids look like ``4f2a1_00007``; the suffix counts trials from 0."""
+    return int(trial_id.rsplit("_", 1)[-1])

@@ -1,0 +1,197 @@
+"""A typed view of the composed config, validated before anything starts.
+
+Every mistake found here raises :class:`ConfigError` naming the key, the bad value and
+the fix; nothing has been started or written yet when it does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from sweep.errors import ConfigError
+from sweep.space import Dimension, parse_space
+
+SCHEDULERS = ("asha", "fifo")
+SEARCHERS = ("random", "quasi_random", "tpe")
+MODES = ("min", "max")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The sweep's own knobs (the model/data/trainer sections go to trials as they are)."""
+
+    name: str
+    metric: str
+    mode: str
+    num_samples: int
+    seed: int
+    max_concurrent: int | None
+    max_failures: int
+    cpus_per_trial: float
+    gpus_per_trial: float
+    max_epochs: int
+    scheduler: dict[str, Any]
+    searcher: dict[str, Any]
+    tracking_uri: str
+    cluster: dict[str, Any]
+    output_dir: Path
+    resume: bool | str
+    single_trial: bool
+    verbose: int
+    dims: tuple[Dimension, ...]
+
+    @property
+    def worst(self) -> float:
+        """The metric value that loses every comparison (for diverged trials)."""
+        return float("-inf") if self.mode == "max" else float("inf")
+
+
+def load_settings(cfg: DictConfig) -> Settings:
+    """Validate ``cfg`` and return its typed view; raises ConfigError on the first mistake."""
+    raw = _plain(cfg)
+    mode = raw["mode"]
+    if mode not in MODES:
+        raise ConfigError("mode", f"{mode!r} is not min or max; set mode=max or mode=min")
+    metric = raw["metric"]
+    if not isinstance(metric, str) or not metric:
+        raise ConfigError("metric", f"{metric!r} is not a metric name; e.g. metric=val_acc")
+    num_samples = _integer(raw, "num_samples", minimum=1)
+    max_epochs = _integer(raw["trainer"], "max_epochs", minimum=1, prefix="trainer.")
+    max_failures = _integer(raw, "max_failures", minimum=0)
+    resources = raw["resources"]
+    cpus = _number(resources, "cpu", prefix="resources.")
+    gpus = _number(resources, "gpu", prefix="resources.")
+    if cpus <= 0:
+        raise ConfigError("resources.cpu", f"{cpus} must be positive, e.g. resources.cpu=1")
+    if gpus < 0:
+        raise ConfigError("resources.gpu", f"{gpus} must be 0 or more, e.g. resources.gpu=0.5")
+    if gpus > 1 and gpus != int(gpus):
+        raise ConfigError("resources.gpu", f"{gpus}: above 1 a trial needs whole GPUs")
+    max_concurrent = raw.get("max_concurrent")
+    if max_concurrent is not None:
+        max_concurrent = _integer(raw, "max_concurrent", minimum=1)
+    dims = tuple(parse_space(raw.get("search_space")))
+    _check_targets(cfg, dims)
+    scheduler = _check_scheduler(raw["scheduler"], max_epochs)
+    searcher = _check_searcher(raw["searcher"], dims)
+    return Settings(
+        name=str(raw["name"]),
+        metric=metric,
+        mode=mode,
+        num_samples=num_samples,
+        seed=_integer(raw, "seed"),
+        max_concurrent=max_concurrent,
+        max_failures=max_failures,
+        cpus_per_trial=cpus,
+        gpus_per_trial=gpus,
+        max_epochs=max_epochs,
+        scheduler=scheduler,
+        searcher=searcher,
+        tracking_uri=_check_tracking_uri(str(raw["tracking"]["uri"])),
+        cluster=dict(raw["cluster"]),
+        output_dir=Path(raw["output_dir"]).expanduser().absolute(),
+        resume=raw.get("resume", False),
+        single_trial=bool(raw.get("single_trial", False)),
+        verbose=int(raw.get("verbose", 0)),
+        dims=dims,
+    )
+
+
+def _plain(cfg: DictConfig) -> dict[str, Any]:
+    """Resolve the sweep's own sections; a missing required value becomes a ConfigError."""
+    out: dict[str, Any] = {}
+    for key in cfg:
+        try:
+            out[str(key)] = OmegaConf.to_container(cfg[key], resolve=True) if isinstance(
+                cfg[key], DictConfig
+            ) else cfg[key]
+        except Exception as exc:  # omegaconf's MissingMandatoryValue, InterpolationResolutionError
+            raise ConfigError(str(key), _omegaconf_reason(exc)) from None
+    return out
+
+
+def _omegaconf_reason(exc: Exception) -> str:
+    full_key = getattr(exc, "full_key", None)
+    if type(exc).__name__ == "MissingMandatoryValue":
+        return f"{full_key} is required (???); set it on the command line, e.g. {full_key}=..."
+    return str(exc).splitlines()[0]
+
+
+def _integer(section: dict[str, Any], key: str, minimum: int | None = None, prefix: str = "") -> int:
+    value = section.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(prefix + key, f"{value!r} is not a whole number")
+    if minimum is not None and value < minimum:
+        raise ConfigError(prefix + key, f"{value} is below {minimum}; set {prefix}{key}>={minimum}")
+    return value
+
+
+def _number(section: dict[str, Any], key: str, prefix: str = "") -> float:
+    value = section.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(prefix + key, f"{value!r} is not a number")
+    return float(value)
+
+
+def _check_targets(cfg: DictConfig, dims: tuple[Dimension, ...]) -> None:
+    """Each dimension must set a key that exists, so a typo cannot tune nothing silently."""
+    for dim in dims:
+        if dim.key.split(".")[0] == "search_space" or OmegaConf.select(
+            cfg, dim.key, default=_ABSENT, throw_on_missing=False
+        ) is _ABSENT:
+            raise ConfigError(
+                f"search_space.{dim.key}",
+                f"tunes {dim.key}, which is not a key of the config; fix the name, or add the "
+                f"key first with +{dim.key}=<default>",
+            )
+
+
+_ABSENT = object()
+
+
+def _check_scheduler(section: dict[str, Any], max_epochs: int) -> dict[str, Any]:
+    name = section.get("name")
+    if name not in SCHEDULERS:
+        raise ConfigError("scheduler", f"unknown scheduler {name!r}; use scheduler=asha or fifo")
+    if name == "asha":
+        grace = _integer(section, "grace_period", minimum=1, prefix="scheduler.")
+        if grace > max_epochs:
+            raise ConfigError(
+                "scheduler.grace_period",
+                f"{grace} exceeds trainer.max_epochs ({max_epochs}); lower it or raise max_epochs",
+            )
+        factor = _number(section, "reduction_factor", prefix="scheduler.")
+        if factor <= 1:
+            raise ConfigError("scheduler.reduction_factor", f"{factor} must be above 1, e.g. 3")
+    return dict(section)
+
+
+def _check_searcher(section: dict[str, Any], dims: tuple[Dimension, ...]) -> dict[str, Any]:
+    name = section.get("name")
+    if name not in SEARCHERS:
+        raise ConfigError("searcher", f"unknown searcher {name!r}; use one of {', '.join(SEARCHERS)}")
+    grids = [d.key for d in dims if d.type == "grid"]
+    if grids and name != "random":
+        raise ConfigError(
+            f"search_space.{grids[0]}",
+            f"grid dimensions run every value and only work with searcher=random, not {name}; "
+            f"use type: choice, or searcher=random",
+        )
+    return dict(section)
+
+
+def _check_tracking_uri(uri: str) -> str:
+    scheme = uri.split(":", 1)[0] if ":" in uri else ""
+    if scheme in ("", "file"):
+        raise ConfigError(
+            "tracking.uri",
+            f"{uri!r}: MLflow's file store is deprecated; use sqlite:////abs/path/mlflow.db "
+            "or http://host:5000",
+        )
+    if scheme not in ("sqlite", "http", "https", "postgresql", "mysql", "databricks"):
+        raise ConfigError("tracking.uri", f"{uri!r}: unsupported scheme {scheme!r}")
+    return uri

@@ -1,0 +1,214 @@
+"""The search space: YAML spec → typed dimensions → Ray Tune domains, and sampled values
+→ a trial's config.
+
+A spec is nested like the config it samples; each leaf is a mapping with a ``type``::
+
+    model:
+      lr: {type: loguniform, low: 1.0e-4, high: 1.0e-1}
+      hidden: {type: choice, values: [64, 128, 256]}
+
+Integer ranges are inclusive at both ends. ``one_minus_log`` samples ``1 - x``
+log-uniformly for parameters near 1 (momentum, Adam's β2): the searcher sees ``1 - x``,
+the config gets ``x``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from ray import tune
+
+from sweep.errors import ConfigError
+
+# type → (required keys, optional keys, scale the searcher samples in)
+TYPES: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
+    "uniform": (("low", "high"), (), "linear"),
+    "quniform": (("low", "high", "q"), (), "linear"),
+    "loguniform": (("low", "high"), (), "log"),
+    "qloguniform": (("low", "high", "q"), (), "log"),
+    "randint": (("low", "high"), (), "linear"),
+    "qrandint": (("low", "high", "q"), (), "linear"),
+    "lograndint": (("low", "high"), (), "log"),
+    "qlograndint": (("low", "high", "q"), (), "log"),
+    "one_minus_log": (("low", "high"), (), "log"),
+    "choice": (("values",), (), "categorical"),
+    "grid": (("values",), (), "categorical"),
+}
+INTEGER_TYPES = {"randint", "qrandint", "lograndint", "qlograndint"}
+LOG_TYPES = {name for name, (_, _, scale) in TYPES.items() if scale == "log"}
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One tuned key: ``key`` is the dotted path of the config value it sets."""
+
+    key: str
+    type: str
+    low: float | None = None
+    high: float | None = None
+    q: float | None = None
+    values: tuple[Any, ...] = field(default_factory=tuple)
+
+    @property
+    def scale(self) -> str:
+        return TYPES[self.type][2]
+
+    @property
+    def is_numeric(self) -> bool:
+        return self.scale != "categorical"
+
+
+def parse_space(spec: Mapping[str, Any] | None, prefix: str = "search_space") -> list[Dimension]:
+    """Flatten and validate a nested spec. Raises ConfigError naming the bad key."""
+    dims: list[Dimension] = []
+    for name, node in (spec or {}).items():
+        path = f"{prefix}.{name}"
+        if not isinstance(node, Mapping):
+            raise ConfigError(
+                path,
+                f"expected a dimension like {{type: uniform, low: 0, high: 1}} or a nested "
+                f"group, got {node!r}",
+            )
+        if "type" in node:
+            dims.append(parse_dimension(path, node))
+        else:
+            dims.extend(parse_space(node, path))
+    return dims
+
+
+def parse_dimension(path: str, node: Mapping[str, Any]) -> Dimension:
+    kind = node["type"]
+    if kind not in TYPES:
+        raise ConfigError(path, f"unknown type {kind!r}; use one of: {', '.join(TYPES)}")
+    required, optional, _ = TYPES[kind]
+    missing = [k for k in required if node.get(k) is None]
+    if missing:
+        raise ConfigError(path, f"type {kind} needs {', '.join(missing)}")
+    extra = sorted(set(node) - {"type", *required, *optional})
+    if extra:
+        raise ConfigError(path, f"type {kind} takes {', '.join(required)}, not {', '.join(extra)}")
+    key = path.split(".", 1)[1]
+    if kind in ("choice", "grid"):
+        values = node["values"]
+        if isinstance(values, str) or not isinstance(values, (list, tuple)):
+            raise ConfigError(f"{path}.values", f"expected a list, got {values!r}")
+        if not values:
+            raise ConfigError(f"{path}.values", "is empty; list at least one value")
+        return Dimension(key, kind, values=tuple(values))
+    low, high = _number(path, "low", node["low"]), _number(path, "high", node["high"])
+    q = _number(path, "q", node["q"]) if "q" in required else None
+    if low >= high:
+        raise ConfigError(path, f"low ({low}) must be below high ({high})")
+    if kind in LOG_TYPES and kind != "one_minus_log" and low <= 0:
+        raise ConfigError(f"{path}.low", f"{low} is not positive; a log scale needs low > 0")
+    if kind == "one_minus_log" and not (0 < low < high < 1):
+        raise ConfigError(path, f"one_minus_log needs 0 < low < high < 1, got [{low}, {high}]")
+    if kind in INTEGER_TYPES and (low != int(low) or high != int(high)):
+        raise ConfigError(path, f"type {kind} needs whole-number bounds, got [{low}, {high}]")
+    if q is not None and q <= 0:
+        raise ConfigError(f"{path}.q", f"{q} must be positive")
+    return Dimension(key, kind, low=low, high=high, q=q)
+
+
+def _number(path: str, name: str, value: Any) -> float:
+    # YAML reads 1e-4 (no dot) as a string; accept it rather than fail on a technicality.
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{path}.{name}", f"{value!r} is not a number") from None
+    if not math.isfinite(number) or isinstance(value, bool):
+        raise ConfigError(f"{path}.{name}", f"{value!r} is not a finite number")
+    return number
+
+
+def to_domain(dim: Dimension) -> Any:
+    """The Ray Tune domain the searcher samples for ``dim``."""
+    low, high, q = dim.low, dim.high, dim.q
+    match dim.type:
+        case "choice":
+            return tune.choice(list(dim.values))
+        case "grid":
+            return tune.grid_search(list(dim.values))
+        case "uniform":
+            return tune.uniform(low, high)
+        case "quniform":
+            return tune.quniform(low, high, q)
+        case "loguniform":
+            return tune.loguniform(low, high)
+        case "qloguniform":
+            return tune.qloguniform(low, high, q)
+        case "one_minus_log":
+            assert low is not None and high is not None
+            return tune.loguniform(1.0 - high, 1.0 - low)
+        # Tune's randint/lograndint exclude `high`; ours include it like the q-variants.
+        case "randint":
+            return tune.randint(int(low), int(high) + 1)  # type: ignore[arg-type]
+        case "lograndint":
+            return tune.lograndint(int(low), int(high) + 1)  # type: ignore[arg-type]
+        case "qrandint":
+            return tune.qrandint(int(low), int(high), int(q))  # type: ignore[arg-type]
+        case "qlograndint":
+            return tune.qlograndint(int(low), int(high), int(q))  # type: ignore[arg-type]
+    raise AssertionError(f"unhandled type {dim.type}")
+
+
+def to_value(dim: Dimension, sampled: Any) -> Any:
+    """The config value for a sampled point (undoes one_minus_log's transform)."""
+    if dim.type == "one_minus_log":
+        return 1.0 - float(sampled)
+    return sampled
+
+
+def to_sampled(dim: Dimension, value: Any) -> Any:
+    """Inverse of :func:`to_value`: the point in the space the searcher sees."""
+    if dim.type == "one_minus_log":
+        return 1.0 - float(value)
+    return value
+
+
+def param_space(dims: list[Dimension]) -> dict[str, Any]:
+    """Tune's param_space: one flat entry per dimension, keyed by its dotted config key."""
+    return {dim.key: to_domain(dim) for dim in dims}
+
+
+def config_values(dims: list[Dimension], sampled: Mapping[str, Any]) -> dict[str, Any]:
+    """Sampled point (as Tune gives it) → {dotted config key: value}."""
+    return {dim.key: to_value(dim, sampled[dim.key]) for dim in dims if dim.key in sampled}
+
+
+_RESOLVER_CALL = re.compile(r"\$\{\s*[\w.]+\s*:")
+
+
+def portable_config(cfg: DictConfig) -> dict[str, Any]:
+    """A plain dict for trials: resolver calls (``${now:...}``, ``${hydra:...}``) are
+    resolved here on the driver, where they work; plain references such as
+    ``${model.hidden}`` are kept so that a sampled value reaches every key that uses it."""
+    container = OmegaConf.to_container(cfg, resolve=False)
+    assert isinstance(container, dict)
+
+    def pin(node: Any, path: list[str]) -> Any:
+        if isinstance(node, dict):
+            return {k: pin(v, [*path, str(k)]) for k, v in node.items()}
+        if isinstance(node, list):
+            return [pin(v, [*path, str(i)]) for i, v in enumerate(node)]
+        if isinstance(node, str) and _RESOLVER_CALL.search(node):
+            return OmegaConf.select(cfg, ".".join(path))
+        return node
+
+    return pin(container, [])
+
+
+def apply_values(base: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Set each dotted key to its value, then resolve interpolations so that keys which
+    reference a sampled key see the sampled value."""
+    cfg = OmegaConf.create(dict(base))
+    for key, value in values.items():
+        OmegaConf.update(cfg, key, value, merge=False)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(resolved, dict)
+    return resolved

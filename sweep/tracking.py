@@ -1,0 +1,192 @@
+"""MLflow, owned by the driver: one parent run per sweep, one nested child run per trial.
+
+Writes go through one background thread, in order, so a slow tracking server never
+stalls Ray's event loop. Child runs are found again by their ``sweep.trial_id`` tag, so a
+retried trial or a resumed sweep continues its runs instead of duplicating them.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+
+from sweep.redact import flatten
+
+TRIAL_ID_TAG = "sweep.trial_id"
+END_REASON_TAG = "sweep.end_reason"
+SWEEP_DIR_TAG = "sweep.dir"
+PARENT_TAG = "mlflow.parentRunId"
+# MLflow's own limits per log_batch call.
+MAX_PARAMS_PER_BATCH = 100
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAM_LENGTH = 6000
+MAX_TAG_LENGTH = 5000
+
+
+class Writer:
+    """Runs MLflow calls on one background thread, in submission order."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[Callable[[], object] | None] = queue.Queue()
+        self.errors: list[str] = []
+        self._thread = threading.Thread(target=self._loop, name="mlflow-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, call: Callable[[], object]) -> None:
+        self._queue.put(call)
+
+    def flush(self) -> None:
+        """Block until everything submitted so far is written."""
+        self._queue.join()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=60)
+
+    def _loop(self) -> None:
+        while True:
+            call = self._queue.get()
+            try:
+                if call is None:
+                    return
+                call()
+            except Exception as exc:  # keep the sweep alive; report at the end
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+            finally:
+                self._queue.task_done()
+
+
+class Tracker:
+    """The sweep's MLflow experiment, parent run and child runs."""
+
+    def __init__(self, uri: str, experiment_name: str) -> None:
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        experiment = self.client.get_experiment_by_name(experiment_name)
+        self.experiment_id = (
+            experiment.experiment_id
+            if experiment is not None
+            else self.client.create_experiment(experiment_name)
+        )
+        self.writer = Writer()
+        self.parent_run_id = ""
+        self._child_runs: dict[str, str] = {}
+
+    # ---- parent run -------------------------------------------------------------------
+    def start_parent(
+        self, run_name: str, sweep_dir: Path, tags: Mapping[str, str], config: Mapping[str, Any]
+    ) -> str:
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=run_name,
+            tags={SWEEP_DIR_TAG: str(sweep_dir), **tags},
+        )
+        self.parent_run_id = run.info.run_id
+        self.log_params(self.parent_run_id, flatten(dict(config)))
+        return self.parent_run_id
+
+    def resume_parent(self, run_id: str) -> None:
+        self.parent_run_id = run_id
+        self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        items = [Param(k, _text(v, MAX_PARAM_LENGTH)) for k, v in params.items()]
+        for chunk in _chunks(items, MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(run_id, params=chunk)
+
+    def log_artifact(self, path: Path, run_id: str | None = None) -> None:
+        self.client.log_artifact(run_id or self.parent_run_id, str(path))
+
+    def set_tags(self, tags: Mapping[str, Any], run_id: str | None = None) -> None:
+        items = [RunTag(k, _text(v, MAX_TAG_LENGTH)) for k, v in tags.items()]
+        self.client.log_batch(run_id or self.parent_run_id, tags=items)
+
+    def log_metrics(
+        self, metrics: Mapping[str, float], step: int = 0, run_id: str | None = None
+    ) -> None:
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        for chunk in _chunks(items, MAX_METRICS_PER_BATCH):
+            self.client.log_batch(run_id or self.parent_run_id, metrics=chunk)
+
+    def end_parent(self, status: str) -> None:
+        self.client.set_terminated(self.parent_run_id, status=status)
+
+    # ---- child runs (called on the writer thread) -------------------------------------
+    def child_run(self, trial_id: str) -> str | None:
+        """The child run of ``trial_id`` under this parent, if one exists."""
+        if trial_id in self._child_runs:
+            return self._child_runs[trial_id]
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=(
+                f"tags.`{TRIAL_ID_TAG}` = '{trial_id}' and tags.`{PARENT_TAG}` = '{self.parent_run_id}'"
+            ),
+            max_results=1,
+        )
+        if found:
+            self._child_runs[trial_id] = found[0].info.run_id
+            return found[0].info.run_id
+        return None
+
+    def open_child(self, trial_id: str, run_name: str, params: Mapping[str, Any]) -> str:
+        """Get-or-create the trial's child run and mark it RUNNING."""
+        run_id = self.child_run(trial_id)
+        if run_id is not None:
+            self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+            return run_id
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=run_name,
+            tags={PARENT_TAG: self.parent_run_id, TRIAL_ID_TAG: trial_id},
+        )
+        run_id = run.info.run_id
+        self._child_runs[trial_id] = run_id
+        self.log_params(run_id, params)
+        return run_id
+
+    def close_child(
+        self, trial_id: str, status: str, tags: Mapping[str, Any], error: str | None = None
+    ) -> None:
+        run_id = self.child_run(trial_id)
+        if run_id is None:
+            return
+        self.set_tags(tags, run_id)
+        if error:
+            self.client.log_text(run_id, error, "error.txt")
+        self.client.set_terminated(run_id, status=status)
+
+    def unfinished_children(self) -> list[str]:
+        """Child runs of this parent still marked RUNNING."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_run_id}' and attributes.status = 'RUNNING'",
+        )
+        return [run.info.run_id for run in runs]
+
+    def children(self) -> list[Any]:
+        return self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'"
+        )
+
+
+def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _text(value: Any, limit: int) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def format_exception(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))

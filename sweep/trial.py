@@ -1,0 +1,152 @@
+"""One trial: config → DataModule + LightningModule → a quiet ``Trainer.fit``.
+
+The same :func:`fit` runs under Ray Tune (:func:`train`, reporting every epoch with a
+checkpoint) and alone in this process (:func:`run_single`, for debugging a model before
+sweeping it). Trials receive plain Python data only, never Hydra objects.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import get_class, instantiate
+
+from sweep.noise import silence
+from sweep.space import Dimension, apply_values, config_values
+
+CHECKPOINT_FILE = "model.ckpt"
+# Keys in model/data config groups that describe the group instead of configuring the object.
+METADATA_KEYS = ("name",)
+
+
+def build(cfg: Mapping[str, Any]) -> tuple[L.LightningModule, L.LightningDataModule]:
+    """Instantiate the DataModule, then the model with the shape arguments it accepts."""
+    datamodule = build_datamodule(cfg["data"])
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    model_cfg = _constructor_args(cfg["model"])
+    shape_kwargs = getattr(datamodule, "model_kwargs", {})
+    target = get_class(model_cfg["_target_"])
+    model = instantiate(model_cfg, **_accepted_kwargs(target, shape_kwargs, model_cfg))
+    return model, datamodule
+
+
+def build_datamodule(data_cfg: Mapping[str, Any]) -> L.LightningDataModule:
+    return instantiate(_constructor_args(data_cfg))
+
+
+def _constructor_args(section: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in section.items() if k not in METADATA_KEYS}
+
+
+def _accepted_kwargs(
+    target: Any, offered: Mapping[str, Any], already: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The DataModule's shape hints that ``target.__init__`` names and the config didn't set
+    (a ``**kwargs`` catch-all does not count: it usually forwards to a parent)."""
+    params = inspect.signature(target).parameters
+    return {k: v for k, v in offered.items() if k in params and k not in already}
+
+
+def fit(
+    cfg: Mapping[str, Any],
+    callbacks: list[L.Callback],
+    ckpt_path: str | None = None,
+    verbose: int = 0,
+) -> L.Trainer:
+    """Train ``cfg``'s model on its data; resumes from ``ckpt_path`` when given."""
+    silence(verbose)
+    L.seed_everything(int(cfg.get("seed", 0)), workers=True, verbose=False)
+    model, datamodule = build(cfg)
+    trainer_cfg = dict(cfg["trainer"])
+    trainer = L.Trainer(
+        max_epochs=int(trainer_cfg["max_epochs"]),
+        accelerator=trainer_cfg.get("accelerator", "auto"),
+        devices=1,
+        gradient_clip_val=trainer_cfg.get("gradient_clip_val"),
+        deterministic=bool(trainer_cfg.get("deterministic", False)),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=verbose >= 2,
+        enable_model_summary=verbose >= 2,
+        num_sanity_val_steps=0,
+        callbacks=callbacks,
+    )
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    return trainer
+
+
+def epoch_metrics(trainer: L.Trainer) -> dict[str, float]:
+    """This epoch's logged metrics (train and validation) plus ``epoch`` (1-based) and
+    ``diverged`` (1.0 when a logged loss is NaN or infinite)."""
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    losses = [v for k, v in metrics.items() if "loss" in k]
+    metrics["diverged"] = float(any(not math.isfinite(v) for v in losses))
+    metrics["epoch"] = float(trainer.current_epoch + 1)
+    return metrics
+
+
+class TuneReporter(L.Callback):
+    """Reports every epoch's metrics to Tune with a checkpoint, after validation.
+
+    ASHA may stop the trial inside ``tune.report`` (it exits the process), so nothing
+    that must happen at a trial's end lives after ``fit``: the driver handles endings.
+    """
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from ray import tune
+
+        metrics = epoch_metrics(trainer)
+        with tempfile.TemporaryDirectory() as folder:
+            trainer.save_checkpoint(Path(folder) / CHECKPOINT_FILE)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def train(
+    config: dict[str, Any],
+    base: dict[str, Any],
+    dims: tuple[Dimension, ...],
+    cpus: float,
+    verbose: int = 0,
+) -> None:
+    """Ray Tune function trainable: ``config`` holds this trial's sampled point."""
+    from ray import tune
+
+    # One trial per CPU by default: more torch threads than CPUs only adds contention.
+    torch.set_num_threads(max(1, int(cpus)))
+    cfg = apply_values(base, config_values(list(dims), config))
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        fit(cfg, [TuneReporter()], verbose=verbose)
+        return
+    with checkpoint.as_directory() as folder:
+        fit(cfg, [TuneReporter()], ckpt_path=str(Path(folder) / CHECKPOINT_FILE), verbose=verbose)
+
+
+class PrintReporter(L.Callback):
+    """Prints one line of metrics per epoch, for the single-trial mode."""
+
+    def __init__(self) -> None:
+        self.history: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metrics = epoch_metrics(trainer)
+        self.history.append(metrics)
+        shown = "  ".join(
+            f"{k}={v:.4g}" for k, v in sorted(metrics.items()) if k not in ("epoch", "diverged")
+        )
+        print(f"epoch {int(metrics['epoch']):>3}  {shown}", flush=True)
+
+
+def run_single(cfg: Mapping[str, Any], verbose: int = 0) -> list[dict[str, float]]:
+    """Train ``cfg`` once in this process, without Ray; returns the per-epoch metrics."""
+    reporter = PrintReporter()
+    fit(cfg, [reporter], verbose=verbose)
+    return reporter.history
