@@ -77,6 +77,7 @@ def run_sweep(settings: Settings, base: dict[str, Any], folder: SweepFolder) -> 
 
     from sweep.tracking import Tracker
 
+    silence(settings.verbose)  # again: importing mlflow re-installs its INFO logging
     start_ray(settings)
     try:
         tracker = Tracker(settings.tracking_uri, settings.name)
@@ -146,6 +147,9 @@ def start_ray(settings: Settings) -> None:
 
     # Trials must keep the driver's working directory: relative paths in user configs.
     os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
+    # Ray's newer console output prints a config box and TensorBoard hints even when
+    # silent; the legacy reporter honours verbose=0. verbose=2 brings Ray's table back.
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "1" if settings.verbose >= 2 else "0"
     cluster = settings.cluster
     kwargs: dict[str, Any] = {
         "include_dashboard": False,

@@ -194,4 +194,8 @@ def _check_tracking_uri(uri: str) -> str:
         )
     if scheme not in ("sqlite", "http", "https", "postgresql", "mysql", "databricks"):
         raise ConfigError("tracking.uri", f"{uri!r}: unsupported scheme {scheme!r}")
+    if scheme == "sqlite":
+        path = Path(uri.removeprefix("sqlite:///"))
+        if not path.is_absolute():  # the driver's cwd, not whichever folder resolves it later
+            uri = f"sqlite:///{path.absolute()}"
     return uri
