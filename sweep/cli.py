@@ -12,6 +12,7 @@ This is the only module that touches Hydra's runtime.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import hydra
@@ -35,6 +36,9 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    # Like `python -m`, let `_target_` name modules of the project `sweep` runs in.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     _main()
 
 

@@ -6,6 +6,7 @@ and the output folder exist before the first trial, so an interrupted sweep can 
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -43,16 +44,17 @@ def run(cfg: DictConfig) -> int:
 
 def check_data(base: dict[str, Any]) -> None:
     """Let a DataModule with a cheap ``check()`` (file and columns exist) fail fast."""
-    from hydra.utils import get_class
-
     data = base.get("data", {})
     target = data.get("_target_")
     if not target:
         raise ConfigError("data._target_", "missing; name your LightningDataModule class")
     try:
-        cls = get_class(target)
-    except Exception as exc:
-        raise ConfigError("data._target_", f"cannot import {target!r}: {exc}") from None
+        module, _, name = target.rpartition(".")
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(
+            "data._target_", f"cannot import {target!r} ({exc}); is its package installed or in this folder?"
+        ) from None
     if hasattr(cls, "check"):
         from sweep.trial import build_datamodule
 
@@ -155,7 +157,7 @@ def start_ray(settings: Settings) -> None:
         "include_dashboard": False,
         "log_to_driver": settings.verbose >= 1,
         "logging_level": "WARNING" if settings.verbose >= 1 else "ERROR",
-        "runtime_env": {"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}},
+        "runtime_env": {"env_vars": trial_env()},
     }
     if cluster.get("address", "local") == "local":
         kwargs.update(num_cpus=cluster.get("num_cpus"), num_gpus=cluster.get("num_gpus"))
@@ -164,6 +166,13 @@ def start_ray(settings: Settings) -> None:
     except (ConnectionError, RuntimeError) as exc:
         raise ConfigError("cluster.address", f"cannot connect to Ray at {cluster.get('address')!r}: {exc}") from None
     check_resources(settings, ray.cluster_resources())
+
+
+def trial_env() -> dict[str, str]:
+    """Environment for trial workers: the driver's folder importable (the user's own
+    `_target_` modules), and trials kept in the driver's working directory."""
+    paths = [os.getcwd(), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {"RAY_CHDIR_TO_TRIAL_DIR": "0", "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
 
 
 def check_resources(settings: Settings, available: dict[str, float]) -> None:

@@ -1,0 +1,146 @@
+"""The whole product against real parts: the `sweep` command, an embedded Ray, Lightning
+on digits, a SQLite MLflow store. Asserts what the user sees: output, files, runs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO, SMALL, run_sweep, sweep_folders
+
+pytestmark = pytest.mark.slow
+
+
+def runs_of(cwd: Path, experiment: str) -> tuple[object, list, MlflowClient]:
+    client = MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no MLflow experiment {experiment!r}"
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1, [r.info.run_name for r in parents]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    return parents[0], children, client
+
+
+@pytest.fixture(scope="module")
+def small_sweep(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("sweep")
+    proc = run_sweep(cwd, *SMALL, "scheduler.reduction_factor=2", "seed=1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return cwd, proc
+
+
+def test_summary_tells_the_user_what_happened(small_sweep) -> None:
+    cwd, proc = small_sweep
+    out = proc.stdout
+    assert "Sweep mlp_digits: 6 trials" in out
+    assert "Best: trial" in out and "val_acc=" in out
+    assert f"mlflow ui --backend-store-uri sqlite:///{cwd}/mlflow.db" in out
+    assert "6/6 done" in out
+    assert "Traceback" not in proc.stderr
+
+
+def test_mlflow_parent_and_nested_children(small_sweep) -> None:
+    cwd, _ = small_sweep
+    parent, children, client = runs_of(cwd, "mlp_digits")
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["model.hidden"] == "128"
+    assert parent.data.params["num_samples"] == "6"
+    assert parent.data.tags["sweep.searcher"] == "random"
+    assert parent.data.tags["sweep.scheduler"] == "asha"
+    assert "best_val_acc" in parent.data.metrics
+    assert len(children) == 6
+    assert {c.info.status for c in children} == {"FINISHED"}
+    reasons = [c.data.tags["sweep.end_reason"] for c in children]
+    assert set(reasons) <= {"completed", "stopped_early"}
+    assert "stopped_early" in reasons, "ASHA should stop at least one of 6 trials"
+    assert len({c.data.tags["sweep.trial_id"] for c in children}) == 6
+    for child in children:
+        assert set(child.data.params) == {"model.lr", "model.hidden", "model.dropout"}
+        assert 1e-4 <= float(child.data.params["model.lr"]) <= 3e-2
+        assert child.info.run_name.startswith("trial ")
+        history = client.get_metric_history(child.info.run_id, "val_acc")
+        steps = sorted(m.step for m in history)
+        assert steps == list(range(1, len(steps) + 1)), steps
+        assert {"train_loss", "train_acc", "val_loss"} <= set(child.data.metrics)
+        stopped = child.data.tags["sweep.end_reason"] == "stopped_early"
+        assert (len(steps) < 4) == stopped
+
+
+def test_results_table_and_best_config_agree_with_mlflow(small_sweep) -> None:
+    cwd, _ = small_sweep
+    (folder,) = sweep_folders(cwd)
+    table = pd.read_csv(folder / "results.csv")
+    assert len(table) == 6
+    best = table.iloc[0]
+    assert best["best_val_acc"] == table["best_val_acc"].max()
+    parent, children, _ = runs_of(cwd, "mlp_digits")
+    assert math.isclose(parent.data.metrics["best_val_acc"], best["best_val_acc"], rel_tol=1e-6)
+    by_trial = {c.data.tags["sweep.trial_id"]: c for c in children}
+    child = by_trial[best["trial_id"]]
+    assert math.isclose(max(
+        m.value for m in MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}").get_metric_history(child.info.run_id, "val_acc")
+    ), best["best_val_acc"], rel_tol=1e-6)
+    config = yaml.safe_load((folder / "best.yaml").read_text())
+    assert config["search_space"] == {}
+    for key in ("lr", "hidden", "dropout"):
+        assert math.isclose(float(config["model"][key]), float(best[f"model.{key}"]), rel_tol=1e-9)
+        assert math.isclose(float(child.data.params[f"model.{key}"]), float(best[f"model.{key}"]), rel_tol=1e-9)
+    assert Path(best["checkpoint"]).is_dir()
+    assert (folder / "config.yaml").is_file()
+
+
+def test_best_config_re_runs_as_a_single_trial(small_sweep) -> None:
+    cwd, _ = small_sweep
+    (folder,) = sweep_folders(cwd)
+    proc = run_sweep(cwd, "--config-dir", str(folder), "--config-name", "best", "single_trial=true")
+    assert proc.returncode == 0, proc.stderr
+    assert "epoch   4" in proc.stdout
+    final = float(proc.stdout.strip().splitlines()[-1].split(":")[1])
+    assert final > 0.5
+
+
+def test_cli_overrides_change_the_sweep(tmp_path) -> None:
+    """Switch model, change a bound, add a dimension, remove one and fix it instead."""
+    proc = run_sweep(
+        tmp_path,
+        "model=cnn",
+        "num_samples=3",
+        "trainer.max_epochs=2",
+        "scheduler=fifo",
+        "search_space.model.lr.high=0.003",
+        "+search_space.model.weight_decay={type: loguniform, low: 1e-6, high: 1e-3}",
+        "~search_space.model.channels",
+        "model.channels=4",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    parent, children, _ = runs_of(tmp_path, "cnn_digits")
+    assert parent.data.params["model.channels"] == "4"
+    assert len(children) == 3
+    for child in children:
+        params = child.data.params
+        assert set(params) == {"model.lr", "model.dropout", "model.weight_decay"}
+        assert float(params["model.lr"]) <= 0.003
+        assert 1e-6 <= float(params["model.weight_decay"]) <= 1e-3
+        assert child.data.tags["sweep.end_reason"] == "completed"
+
+
+def test_bring_your_own_model(tmp_path) -> None:
+    """The README's example: a user's package and config folder, this package untouched."""
+    example = REPO / "tests" / "examples" / "byo"
+    proc = run_sweep(
+        example,
+        "--config-dir", "my_conf",
+        "model=softmax", "data=wine", "num_samples=2", "trainer.max_epochs=3",
+        f"output_dir={tmp_path}/sweeps", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Sweep softmax_wine: 2 trials" in proc.stdout
+    parent, children, _ = runs_of(tmp_path, "softmax_wine")
+    assert len(children) == 2 and {c.info.status for c in children} == {"FINISHED"}
+    assert max(c.data.metrics["val_acc"] for c in children) > 0.8
