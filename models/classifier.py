@@ -49,7 +49,9 @@ class Classifier(L.LightningModule):
         self.log(f"{stage}_acc", acc, on_step=False, on_epoch=True)
         return loss
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
         return self._step(batch, "train")
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -62,4 +64,6 @@ class Classifier(L.LightningModule):
                 params, lr=self.lr, momentum=self.beta1, weight_decay=self.weight_decay
             )
         cls = torch.optim.AdamW if self.optimizer_name == "adamw" else torch.optim.Adam
-        return cls(params, lr=self.lr, betas=(self.beta1, self.beta2), weight_decay=self.weight_decay)
+        return cls(
+            params, lr=self.lr, betas=(self.beta1, self.beta2), weight_decay=self.weight_decay
+        )

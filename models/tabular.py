@@ -43,9 +43,7 @@ class TabularDataModule(ArrayDataModule):
         wanted = [self.target, *(self.features or [])]
         missing = [c for c in wanted if c not in columns]
         if missing:
-            raise KeyError(
-                f"{self.path.name} has no column(s) {missing}; it has {sorted(columns)}"
-            )
+            raise KeyError(f"{self.path.name} has no column(s) {missing}; it has {sorted(columns)}")
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         self.check()

@@ -1,1 +1,1 @@
-"""Distributed hyperparameter sweeps: Hydra configs → Ray Tune (ASHA) → Lightning trials → MLflow."""
+"""Hyperparameter sweeps: Hydra configs → Ray Tune (ASHA) → Lightning trials → MLflow."""

@@ -41,7 +41,9 @@ class MlflowTrialLogger(LiveCallback):
         self.max_epochs = max_epochs
         self.unfinished: list[str] = []
 
-    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+    def on_trial_start(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
         values = config_values(self.dims, trial.config)
         trial_id, name = trial.trial_id, run_name(trial.trial_id, values)
         self.tracker.writer.submit(lambda: self.tracker.open_child(trial_id, name, values))
@@ -69,21 +71,24 @@ class MlflowTrialLogger(LiveCallback):
     ) -> None:
         self._close(trial, end_reason("TERMINATED", trial.last_result, self.max_epochs))
 
-    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+    def on_trial_error(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
         self._close(trial, "error", error_file=trial.error_file)
 
     def _close(self, trial: Trial, reason: str, error_file: str | None = None) -> None:
         trial_id = trial.trial_id
 
         def write() -> None:
-            error = Path(error_file).read_text() if error_file and Path(error_file).is_file() else None
+            error = (
+                Path(error_file).read_text() if error_file and Path(error_file).is_file() else None
+            )
             tags: dict[str, Any] = {END_REASON_TAG: reason}
             if error:
                 tags["sweep.error"] = error.strip().splitlines()[-1]
             self.tracker.close_child(trial_id, mlflow_status(reason), tags, error=error)
 
         self.tracker.writer.submit(write)
-
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         """Trials still pending or running here were interrupted (Ctrl-C, SIGTERM): their

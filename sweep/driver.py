@@ -10,7 +10,6 @@ import importlib
 import os
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
@@ -53,15 +52,18 @@ def check_data(base: dict[str, Any]) -> None:
         cls = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError) as exc:
         raise ConfigError(
-            "data._target_", f"cannot import {target!r} ({exc}); is its package installed or in this folder?"
+            "data._target_",
+            f"cannot import {target!r} ({exc}); is its package installed or in this folder?",
         ) from None
     if hasattr(cls, "check"):
         from sweep.trial import build_datamodule
 
         try:
-            build_datamodule(data).check()
+            build_datamodule(data).check()  # type: ignore[attr-defined]
         except (OSError, KeyError, ValueError) as exc:
-            raise ConfigError("data", f"{exc}; fix data.path / data.target / data.features") from None
+            raise ConfigError(
+                "data", f"{exc}; fix data.path / data.target / data.features"
+            ) from None
 
 
 def run_single_trial(base: dict[str, Any], settings: Settings) -> int:
@@ -109,7 +111,9 @@ def run_sweep(settings: Settings, base: dict[str, Any], folder: SweepFolder) -> 
         ray.shutdown()
 
 
-def start_parent(tracker: Any, settings: Settings, base: dict[str, Any], folder: SweepFolder) -> None:
+def start_parent(
+    tracker: Any, settings: Settings, base: dict[str, Any], folder: SweepFolder
+) -> None:
     config_file = report.write_yaml(folder.path / report.CONFIG_FILE, redact(base))
     tags = {
         "sweep.searcher": settings.searcher["name"],
@@ -164,7 +168,9 @@ def start_ray(settings: Settings) -> None:
     try:
         ray.init(address=cluster.get("address", "local"), **kwargs)
     except (ConnectionError, RuntimeError) as exc:
-        raise ConfigError("cluster.address", f"cannot connect to Ray at {cluster.get('address')!r}: {exc}") from None
+        raise ConfigError(
+            "cluster.address", f"cannot connect to Ray at {cluster.get('address')!r}: {exc}"
+        ) from None
     check_resources(settings, ray.cluster_resources())
 
 
@@ -194,4 +200,3 @@ def check_resources(settings: Settings, available: dict[str, float]) -> None:
 def resume_command(folder: SweepFolder) -> str:
     args = " ".join(a for a in sys.argv[1:] if not a.startswith("resume="))
     return f"sweep {args} resume={folder.path}".replace("  ", " ")
-

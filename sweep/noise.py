@@ -13,7 +13,7 @@ SILENCED_WARNINGS: list[tuple[str, type[Warning], str]] = [
     (
         r".*does not have many workers.*",
         Warning,
-        "Datasets here are in-memory tensors; loader worker processes would only add start-up cost.",
+        "In-memory tensor datasets: loader worker processes would only add start-up cost.",
     ),
     (
         r".*The number of training batches.*log_every_n_steps.*",

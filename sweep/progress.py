@@ -44,7 +44,9 @@ class ProgressLine(LiveCallback):
         self._last_print = 0.0
 
     # ---- Tune hooks -----------------------------------------------------------------
-    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+    def on_trial_start(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
         self.running.add(trial.trial_id)
         self.show()
 
@@ -52,15 +54,19 @@ class ProgressLine(LiveCallback):
         self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any
     ) -> None:
         value = result.get(self.metric)
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            if self.best is None or self.sign * value > self.sign * self.best[0]:
-                self.best = (float(value), trial.trial_id)
+        finite = isinstance(value, (int, float)) and math.isfinite(value)
+        if finite and (self.best is None or self.sign * value > self.sign * self.best[0]):
+            self.best = (float(value), trial.trial_id)
         self.show()
 
-    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+    def on_trial_complete(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
         self._end(trial, end_reason("TERMINATED", trial.last_result, self.max_epochs))
 
-    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+    def on_trial_error(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
         self._end(trial, ERROR)
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
@@ -89,7 +95,9 @@ class ProgressLine(LiveCallback):
             parts.append(f"{failed} failed/diverged")
         if self.best is not None:
             value, trial_id = self.best
-            parts.append(f"best {self.metric}={format_value(value)} (trial {trial_number(trial_id)})")
+            parts.append(
+                f"best {self.metric}={format_value(value)} (trial {trial_number(trial_id)})"
+            )
         if 0 < done < self.total:
             parts.append(f"~{_clock(elapsed / done * (self.total - done))} left")
         return " | ".join(parts)
@@ -113,4 +121,8 @@ class ProgressLine(LiveCallback):
 
 def _clock(seconds: float) -> str:
     seconds = int(seconds)
-    return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60:02d}:{seconds % 60:02d}"
+    return (
+        f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+        if seconds >= 3600
+        else f"{seconds // 60:02d}:{seconds % 60:02d}"
+    )

@@ -59,7 +59,9 @@ def collect(results: Any, settings: Settings) -> list[TrialRow]:
             else pd.Series(dtype=float)
         )
         series = series[series.map(lambda v: isinstance(v, (int, float)) and math.isfinite(v))]
-        best = (series.max() if settings.mode == "max" else series.min()) if len(series) else math.nan
+        best = (
+            (series.max() if settings.mode == "max" else series.min()) if len(series) else math.nan
+        )
         checkpoint = None
         if len(series):
             ckpt = result.get_best_checkpoint(settings.metric, settings.mode)
@@ -89,7 +91,11 @@ def rank(rows: list[TrialRow], mode: str) -> list[TrialRow]:
     sign = -1.0 if mode == "max" else 1.0
 
     def key(row: TrialRow) -> tuple[bool, float, int]:
-        return (math.isnan(row.best), sign * row.best if not math.isnan(row.best) else 0.0, row.number)
+        return (
+            math.isnan(row.best),
+            sign * row.best if not math.isnan(row.best) else 0.0,
+            row.number,
+        )
 
     return sorted(rows, key=key)
 
@@ -146,7 +152,10 @@ def top_table(rows: list[TrialRow], metric: str, limit: int = 5) -> str:
         for row in rows[:limit]
     ]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) for line in [header, *body])
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True))
+        for line in [header, *body]
+    )
 
 
 def finish(

@@ -106,9 +106,11 @@ def _plain(cfg: DictConfig) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in cfg:
         try:
-            out[str(key)] = OmegaConf.to_container(cfg[key], resolve=True) if isinstance(
-                cfg[key], DictConfig
-            ) else cfg[key]
+            out[str(key)] = (
+                OmegaConf.to_container(cfg[key], resolve=True)
+                if isinstance(cfg[key], DictConfig)
+                else cfg[key]
+            )
         except Exception as exc:  # omegaconf's MissingMandatoryValue, InterpolationResolutionError
             raise ConfigError(str(key), _omegaconf_reason(exc)) from None
     return out
@@ -121,7 +123,9 @@ def _omegaconf_reason(exc: Exception) -> str:
     return str(exc).splitlines()[0]
 
 
-def _integer(section: dict[str, Any], key: str, minimum: int | None = None, prefix: str = "") -> int:
+def _integer(
+    section: dict[str, Any], key: str, minimum: int | None = None, prefix: str = ""
+) -> int:
     value = section.get(key)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(prefix + key, f"{value!r} is not a whole number")
@@ -140,9 +144,10 @@ def _number(section: dict[str, Any], key: str, prefix: str = "") -> float:
 def _check_targets(cfg: DictConfig, dims: tuple[Dimension, ...]) -> None:
     """Each dimension must set a key that exists, so a typo cannot tune nothing silently."""
     for dim in dims:
-        if dim.key.split(".")[0] == "search_space" or OmegaConf.select(
-            cfg, dim.key, default=_ABSENT, throw_on_missing=False
-        ) is _ABSENT:
+        if (
+            dim.key.split(".")[0] == "search_space"
+            or OmegaConf.select(cfg, dim.key, default=_ABSENT, throw_on_missing=False) is _ABSENT
+        ):
             raise ConfigError(
                 f"search_space.{dim.key}",
                 f"tunes {dim.key}, which is not a key of the config; fix the name, or add the "
@@ -173,7 +178,9 @@ def _check_scheduler(section: dict[str, Any], max_epochs: int) -> dict[str, Any]
 def _check_searcher(section: dict[str, Any], dims: tuple[Dimension, ...]) -> dict[str, Any]:
     name = section.get("name")
     if name not in SEARCHERS:
-        raise ConfigError("searcher", f"unknown searcher {name!r}; use one of {', '.join(SEARCHERS)}")
+        raise ConfigError(
+            "searcher", f"unknown searcher {name!r}; use one of {', '.join(SEARCHERS)}"
+        )
     grids = [d.key for d in dims if d.type == "grid"]
     if grids and name != "random":
         raise ConfigError(

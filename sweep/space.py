@@ -128,33 +128,30 @@ def _number(path: str, name: str, value: Any) -> float:
 
 def to_domain(dim: Dimension) -> Any:
     """The Ray Tune domain the searcher samples for ``dim``."""
-    low, high, q = dim.low, dim.high, dim.q
-    match dim.type:
-        case "choice":
-            return tune.choice(list(dim.values))
-        case "grid":
-            return tune.grid_search(list(dim.values))
-        case "uniform":
-            return tune.uniform(low, high)
-        case "quniform":
-            return tune.quniform(low, high, q)
-        case "loguniform":
-            return tune.loguniform(low, high)
-        case "qloguniform":
-            return tune.qloguniform(low, high, q)
-        case "one_minus_log":
-            assert low is not None and high is not None
-            return tune.loguniform(1.0 - high, 1.0 - low)
-        # Tune's randint/lograndint exclude `high`; ours include it like the q-variants.
-        case "randint":
-            return tune.randint(int(low), int(high) + 1)  # type: ignore[arg-type]
-        case "lograndint":
-            return tune.lograndint(int(low), int(high) + 1)  # type: ignore[arg-type]
-        case "qrandint":
-            return tune.qrandint(int(low), int(high), int(q))  # type: ignore[arg-type]
-        case "qlograndint":
-            return tune.qlograndint(int(low), int(high), int(q))  # type: ignore[arg-type]
-    raise AssertionError(f"unhandled type {dim.type}")
+    if dim.type == "choice":
+        return tune.choice(list(dim.values))
+    if dim.type == "grid":
+        return tune.grid_search(list(dim.values))
+    assert dim.low is not None and dim.high is not None, "parse_dimension sets numeric bounds"
+    low, high, q = dim.low, dim.high, dim.q or 1.0
+    floats: dict[str, Any] = {
+        "uniform": lambda: tune.uniform(low, high),
+        "quniform": lambda: tune.quniform(low, high, q),
+        "loguniform": lambda: tune.loguniform(low, high),
+        "qloguniform": lambda: tune.qloguniform(low, high, q),
+        "one_minus_log": lambda: tune.loguniform(1.0 - high, 1.0 - low),
+    }
+    if dim.type in floats:
+        return floats[dim.type]()
+    lo, hi, step = int(low), int(high), int(q)
+    # Tune's randint/lograndint exclude `high`; ours include it, like Tune's q-variants.
+    integers: dict[str, Any] = {
+        "randint": lambda: tune.randint(lo, hi + 1),
+        "lograndint": lambda: tune.lograndint(lo, hi + 1),
+        "qrandint": lambda: tune.qrandint(lo, hi, step),
+        "qlograndint": lambda: tune.qlograndint(lo, hi, step),
+    }
+    return integers[dim.type]()
 
 
 def to_value(dim: Dimension, sampled: Any) -> Any:
@@ -211,4 +208,4 @@ def apply_values(base: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str
         OmegaConf.update(cfg, key, value, merge=False)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
-    return resolved
+    return {str(k): v for k, v in resolved.items()}

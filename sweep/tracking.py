@@ -127,9 +127,7 @@ class Tracker:
             return self._child_runs[trial_id]
         found = self.client.search_runs(
             [self.experiment_id],
-            filter_string=(
-                f"tags.`{TRIAL_ID_TAG}` = '{trial_id}' and tags.`{PARENT_TAG}` = '{self.parent_run_id}'"
-            ),
+            filter_string=f"tags.`{TRIAL_ID_TAG}` = '{trial_id}' and {self._of_parent()}",
             max_results=1,
         )
         if found:
@@ -168,14 +166,15 @@ class Tracker:
         """Child runs of this parent still marked RUNNING."""
         runs = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_run_id}' and attributes.status = 'RUNNING'",
+            filter_string=f"{self._of_parent()} and attributes.status = 'RUNNING'",
         )
         return [run.info.run_id for run in runs]
 
     def children(self) -> list[Any]:
-        return self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'"
-        )
+        return self.client.search_runs([self.experiment_id], filter_string=self._of_parent())
+
+    def _of_parent(self) -> str:
+        return f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'"
 
 
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:

@@ -27,7 +27,9 @@ def composed() -> Callable[..., DictConfig]:
     return _compose
 
 
-def run_sweep(cwd: Path, *args: str, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
+def run_sweep(
+    cwd: Path, *args: str, timeout: float = 600, **env: str
+) -> subprocess.CompletedProcess:
     """`sweep ARGS` as a user types it, in ``cwd``; output captured."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
     return subprocess.run(

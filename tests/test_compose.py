@@ -20,7 +20,16 @@ OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml")
 
 
 def test_every_group_has_options() -> None:
-    assert {"model", "data", "trainer", "search_space", "scheduler", "searcher", "tracking", "cluster"} <= set(GROUPS)
+    assert {
+        "model",
+        "data",
+        "trainer",
+        "search_space",
+        "scheduler",
+        "searcher",
+        "tracking",
+        "cluster",
+    } <= set(GROUPS)
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
@@ -56,6 +65,12 @@ def test_search_space_overrides_add_change_remove(composed) -> None:
 
 def test_default_sweep_settings(composed) -> None:
     settings = load_settings(composed())
-    assert (settings.metric, settings.mode, settings.scheduler["name"]) == ("val_acc", "max", "asha")
-    assert settings.tracking_uri.startswith("sqlite:////") and settings.tracking_uri.endswith("/mlflow.db")
+    assert (settings.metric, settings.mode, settings.scheduler["name"]) == (
+        "val_acc",
+        "max",
+        "asha",
+    )
+    assert settings.tracking_uri.startswith("sqlite:////") and settings.tracking_uri.endswith(
+        "/mlflow.db"
+    )
     assert [d.key for d in settings.dims] == ["model.lr", "model.hidden", "model.dropout"]

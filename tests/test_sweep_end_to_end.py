@@ -83,14 +83,23 @@ def test_results_table_and_best_config_agree_with_mlflow(small_sweep) -> None:
     assert math.isclose(parent.data.metrics["best_val_acc"], best["best_val_acc"], rel_tol=1e-6)
     by_trial = {c.data.tags["sweep.trial_id"]: c for c in children}
     child = by_trial[best["trial_id"]]
-    assert math.isclose(max(
-        m.value for m in MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}").get_metric_history(child.info.run_id, "val_acc")
-    ), best["best_val_acc"], rel_tol=1e-6)
+    assert math.isclose(
+        max(
+            m.value
+            for m in MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}").get_metric_history(
+                child.info.run_id, "val_acc"
+            )
+        ),
+        best["best_val_acc"],
+        rel_tol=1e-6,
+    )
     config = yaml.safe_load((folder / "best.yaml").read_text())
     assert config["search_space"] == {}
     for key in ("lr", "hidden", "dropout"):
         assert math.isclose(float(config["model"][key]), float(best[f"model.{key}"]), rel_tol=1e-9)
-        assert math.isclose(float(child.data.params[f"model.{key}"]), float(best[f"model.{key}"]), rel_tol=1e-9)
+        assert math.isclose(
+            float(child.data.params[f"model.{key}"]), float(best[f"model.{key}"]), rel_tol=1e-9
+        )
     assert Path(best["checkpoint"]).is_dir()
     assert (folder / "config.yaml").is_file()
 
@@ -135,12 +144,17 @@ def test_bring_your_own_model(tmp_path) -> None:
     example = REPO / "tests" / "examples" / "byo"
     proc = run_sweep(
         example,
-        "--config-dir", "my_conf",
-        "model=softmax", "data=wine", "num_samples=2", "trainer.max_epochs=3",
-        f"output_dir={tmp_path}/sweeps", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        "--config-dir",
+        "my_conf",
+        "model=softmax",
+        "data=wine",
+        "num_samples=2",
+        "trainer.max_epochs=3",
+        f"output_dir={tmp_path}/sweeps",
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Sweep softmax_wine: 2 trials" in proc.stdout
-    parent, children, _ = runs_of(tmp_path, "softmax_wine")
+    _, children, _ = runs_of(tmp_path, "softmax_wine")
     assert len(children) == 2 and {c.info.status for c in children} == {"FINISHED"}
     assert max(c.data.metrics["val_acc"] for c in children) > 0.8
