@@ -54,8 +54,9 @@ class ProgressLine(LiveCallback):
         self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any
     ) -> None:
         value = result.get(self.metric)
-        finite = isinstance(value, (int, float)) and math.isfinite(value)
-        if finite and (self.best is None or self.sign * value > self.sign * self.best[0]):
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            return self.show()
+        if self.best is None or self.sign * value > self.sign * self.best[0]:
             self.best = (float(value), trial.trial_id)
         self.show()
 
