@@ -7,11 +7,14 @@ duplicate runs), so the driver owns MLflow and finds runs again by tag.
 
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
 from ray.tune.experiment import Trial
 
+from sweep import signals
 from sweep.display import describe_point
 from sweep.live import LiveCallback
 from sweep.outcome import (
@@ -40,6 +43,7 @@ class MlflowTrialLogger(LiveCallback):
         self.dims = list(dims)
         self.max_epochs = max_epochs
         self.unfinished: list[str] = []
+        self._logged_step: dict[str, int] = {}  # trial id → last step in MLflow (writer thread)
 
     def on_trial_start(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
@@ -60,20 +64,71 @@ class MlflowTrialLogger(LiveCallback):
             run_id = self.tracker.child_run(trial_id)
             if run_id is None:
                 return
+            if first or trial_id not in self._logged_step:
+                self._logged_step[trial_id] = self._last_logged_step(run_id, metrics)
+            # A resumed sweep re-runs the epochs after Tune's last saved state; MLflow
+            # already has them, so each step is logged once and histories stay continuous.
+            if step <= self._logged_step[trial_id]:
+                return
             self.tracker.log_metrics(metrics, step=step, run_id=run_id)
+            self._logged_step[trial_id] = step
             if first:
                 self.tracker.set_tags({"sweep.node": node}, run_id)
 
         self.tracker.writer.submit(write)
 
+    def _last_logged_step(self, run_id: str, metrics: dict[str, float]) -> int:
+        if not metrics:
+            return 0
+        history = self.tracker.client.get_metric_history(run_id, next(iter(metrics)))
+        return max((m.step for m in history), default=0)
+
+    def on_trial_recover(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
+        """A failed trial about to be retried from its last checkpoint: same run, noted."""
+        trial_id, retries = trial.trial_id, trial.num_failures
+        error = _last_line(trial.error_file)
+        print(
+            f"\ntrial {trial_number(trial_id)} failed ({error}); retry {retries} "
+            "from its last checkpoint",
+            file=sys.stderr,
+            flush=True,
+        )
+
+        def write() -> None:
+            run_id = self.tracker.child_run(trial_id)
+            if run_id is not None:
+                self.tracker.set_tags({"sweep.retries": retries, "sweep.last_error": error}, run_id)
+
+        self.tracker.writer.submit(write)
+
+    def setup(
+        self,
+        stop: Any = None,
+        num_samples: int | None = None,
+        total_num_samples: int | None = None,
+        **info: Any,
+    ) -> None:
+        signals.wrap_tune_handler()  # Tune has just installed its SIGINT handler
+
     def on_trial_complete(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
+        if signals.received():  # Tune stops the running trials on its way out
+            self._close(trial, KILLED)
+            return
         self._close(trial, end_reason("TERMINATED", trial.last_result, self.max_epochs))
 
     def on_trial_error(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
+        print(
+            f"\ntrial {trial_number(trial.trial_id)} failed ({_last_line(trial.error_file)}); "
+            f"no retries left, the sweep goes on",
+            file=sys.stderr,
+            flush=True,
+        )
         self._close(trial, "error", error_file=trial.error_file)
 
     def _close(self, trial: Trial, reason: str, error_file: str | None = None) -> None:
@@ -85,10 +140,16 @@ class MlflowTrialLogger(LiveCallback):
             )
             tags: dict[str, Any] = {END_REASON_TAG: reason}
             if error:
-                tags["sweep.error"] = error.strip().splitlines()[-1]
+                tags["sweep.error"] = _error_summary(error)
             self.tracker.close_child(trial_id, mlflow_status(reason), tags, error=error)
 
         self.tracker.writer.submit(write)
+
+    def get_state(self) -> dict | None:
+        """Called by Tune each time it saves the experiment state: MLflow is brought up to
+        date first, so a driver killed after the save has lost no metric the resume skips."""
+        self.tracker.writer.flush()
+        return None
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         """Trials still pending or running here were interrupted (Ctrl-C, SIGTERM): their
@@ -97,3 +158,19 @@ class MlflowTrialLogger(LiveCallback):
         for trial in trials:
             if trial.trial_id in self.unfinished:
                 self._close(trial, KILLED)
+
+
+def _error_summary(error: str) -> str:
+    """The line of a Ray error file that says what went wrong (its last line is often
+    Ray's wrapper), e.g. ``RuntimeError: injected fault at epoch 2``."""
+    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
+    for line in reversed(lines):
+        if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b.*:", line):
+            return line
+    return lines[-1] if lines else "unknown error"
+
+
+def _last_line(error_file: str | None) -> str:
+    if not error_file or not Path(error_file).is_file():
+        return ""
+    return _error_summary(Path(error_file).read_text())

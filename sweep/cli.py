@@ -6,6 +6,10 @@
     sweep '+search_space.model.weight_decay={type: loguniform, low: 1e-6, high: 1e-2}'
     sweep '~search_space.model.hidden' model.hidden=256   # fix a dimension instead
     sweep single_trial=true                    # one trial, no Ray: debug the model first
+    sweep <same arguments> resume=true         # continue an interrupted or killed sweep
+
+Exit codes: 0 done; 2 bad input (one ``error: <key>: ...`` line, nothing started or
+written); 130 / 143 interrupted by SIGINT / SIGTERM (state saved, resume command printed).
 
 This is the only module that touches Hydra's runtime.
 """
@@ -13,25 +17,29 @@ This is the only module that touches Hydra's runtime.
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import hydra
+from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
-from sweep.errors import ConfigError
+from sweep.errors import EXIT_BAD_INPUT, ConfigError
 
-EXIT_BAD_INPUT = 2
+_task_started = False
 
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
 def _main(cfg: DictConfig) -> None:
+    global _task_started
+    _task_started = True
     from sweep import driver
 
     try:
         code = driver.run(cfg)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
+        fail(str(exc))
     sys.exit(code)
 
 
@@ -39,7 +47,61 @@ def main() -> None:
     # Like `python -m`, let `_target_` name modules of the project `sweep` runs in.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    _main()
+    # Hydra prints its own composition errors over many lines and exits 1; let them
+    # through instead so they become our one line and exit code 2.
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        _main()
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:
+        if _task_started:  # a bug inside the sweep, not the command line: show all of it
+            raise
+        fail(hydra_error_line(exc, sys.argv[1:]))
+
+
+def fail(line: str) -> None:
+    print(f"error: {line}", file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def hydra_error_line(exc: Exception, args: list[str]) -> str:
+    """Hydra's composition error as ``<key>: <what is wrong>; <fix>``."""
+    text = str(exc)
+    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file:
+        group, _, option = exc.missing_cfg_file.rpartition("/")
+        options = ", ".join(exc.options or [])
+        if group:
+            return f"{group}: no option {option!r}; choose one of: {options}"
+        return f"{option}: config not found; check --config-name / --config-dir"
+    match = re.match(r"Could not override '([^']+)'", text)
+    if match:
+        key = match.group(1)
+        value = next((a.split("=", 1)[1] for a in args if a.startswith(key + "=")), "...")
+        return f"{key}: not a key of the config; fix the name, or add a new key with +{key}={value}"
+    match = re.match(r"Could not delete from config. '([^']+)' does not exist", text)
+    if match:
+        return f"{match.group(1)}: cannot remove (~) a key the config does not have; fix the name"
+    if type(exc).__name__ == "OverrideParseException":
+        bad = _unparsable(args)
+        reason = text.splitlines()[0]
+        return (
+            f"{bad or 'command line'}: cannot parse this override ({reason}); "
+            "quote values with spaces, brackets or braces, e.g. 'key=[1, 2]'"
+        )
+    return f"command line: {text.strip().splitlines()[0]}"
+
+
+def _unparsable(args: list[str]) -> str | None:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for arg in args:
+        if arg.startswith("-"):
+            continue
+        try:
+            parser.parse_overrides([arg])
+        except Exception:
+            return arg
+    return None
 
 
 if __name__ == "__main__":

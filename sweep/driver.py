@@ -7,20 +7,34 @@ and the output folder exist before the first trial, so an interrupted sweep can 
 from __future__ import annotations
 
 import importlib
+import logging
+import os
+import shlex
+import shutil
+import signal
 import subprocess
 import sys
 from typing import Any
 
 from omegaconf import DictConfig
 
-from sweep import report
-from sweep.cluster import start_ray
+from sweep import report, signals
+from sweep.cluster import check_resources, start_ray
 from sweep.errors import ConfigError
-from sweep.folder import FINISHED, INTERRUPTED, RUNNING, SweepFolder, folder_to_resume, new_folder
+from sweep.folder import (
+    FINISHED,
+    INTERRUPTED,
+    RUNNING,
+    SweepFolder,
+    check_writable,
+    folder_to_resume,
+    new_folder,
+)
 from sweep.noise import silence
+from sweep.outcome import KILLED, mlflow_status, running_stopper
 from sweep.redact import redact
-from sweep.settings import Settings, load_settings
-from sweep.space import portable_config
+from sweep.settings import Settings, load_settings, probe_tracking
+from sweep.space import apply_values, portable_config
 
 
 def run(cfg: DictConfig) -> int:
@@ -28,6 +42,11 @@ def run(cfg: DictConfig) -> int:
     settings = load_settings(cfg)
     base = portable_config(cfg)
     silence(settings.verbose)
+    if not settings.single_trial:  # cheap checks first; check_data imports torch
+        check_writable(settings.output_dir)
+        probe_tracking(settings.tracking_uri)
+        if settings.cluster.get("address", "local") == "local":
+            check_resources(settings, local_resources(settings))  # before Ray starts
     check_data(base)
     if settings.single_trial:
         return run_single_trial(base, settings)
@@ -41,9 +60,21 @@ def run(cfg: DictConfig) -> int:
     return run_sweep(settings, base, folder)
 
 
+def local_resources(settings: Settings) -> dict[str, float]:
+    """What an embedded Ray will have, known without starting it."""
+    cpus = settings.cluster.get("num_cpus") or os.cpu_count() or 1
+    gpus = settings.cluster.get("num_gpus")
+    if gpus is None and settings.gpus_per_trial > 0:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    return {"CPU": float(cpus), "GPU": float(gpus or 0)}
+
+
 def check_data(base: dict[str, Any]) -> None:
     """Let a DataModule with a cheap ``check()`` (file and columns exist) fail fast."""
-    data = base.get("data", {})
+    # Resolved as a whole: `seed: ${seed}` points outside the data section.
+    data = apply_values(base, {}).get("data") or {}
     target = data.get("_target_")
     if not target:
         raise ConfigError("data._target_", "missing; name your LightningDataModule class")
@@ -60,9 +91,12 @@ def check_data(base: dict[str, Any]) -> None:
 
         try:
             build_datamodule(data).check()  # type: ignore[attr-defined]
-        except (OSError, KeyError, ValueError) as exc:
+        except OSError as exc:
+            raise ConfigError("data.path", f"{exc}; point data.path at an existing file") from None
+        except (KeyError, ValueError) as exc:
             raise ConfigError(
-                "data", f"{exc}; fix data.path / data.target / data.features"
+                "data.target",
+                f"{exc.args[0] if exc.args else exc}; fix data.target / data.features",
             ) from None
 
 
@@ -79,36 +113,107 @@ def run_single_trial(base: dict[str, Any], settings: Settings) -> int:
 def run_sweep(settings: Settings, base: dict[str, Any], folder: SweepFolder) -> int:
     import ray
 
-    from sweep.tracking import Tracker
-
     silence(settings.verbose)  # again: importing mlflow re-installs its INFO logging
-    start_ray(settings)
+    # Our stopper names the metrics a model does report; Tune's check would only raise.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    if settings.verbose < 1:
+        # A failed trial's traceback goes to its MLflow run (error.txt) and the trial
+        # folder; the terminal gets one line per failure (callbacks.py), not pages.
+        os.environ["TUNE_PRINT_ALL_TRIAL_ERRORS"] = "0"
+        logging.getLogger("ray.tune.tune").setLevel(logging.CRITICAL)  # "did not complete"
+    tracker = None
     try:
-        tracker = Tracker(settings.tracking_uri, settings.name)
-        folder.path.mkdir(parents=True, exist_ok=True)
-        state = folder.read_state()
-        if state.get("parent_run_id"):
-            tracker.resume_parent(state["parent_run_id"])
-            print(f"Resuming sweep {folder.path}")
-        else:
-            start_parent(tracker, settings, base, folder)
-        folder.write_state(status=RUNNING)
-        from sweep.tuning import fit
+        start_ray(settings)
+        with signals.graceful_stop():
+            try:
+                tracker = open_tracking(settings, base, folder)
+                from sweep.tuning import fit
 
-        results, interrupted = fit(settings, base, folder, tracker)
-        tracker.writer.flush()
-        if interrupted:
-            folder.write_state(status=INTERRUPTED)
-            tracker.end_parent("KILLED")
-            print(f"\nInterrupted. Resume with:\n  {resume_command(folder)}")
-            return 130
-        rows = report.collect(results, settings)
-        summary = report.finish(rows, settings, base, folder, tracker)
-        folder.write_state(status=FINISHED)
-        print(summary)
-        return 0
+                results, interrupted = fit(settings, base, folder, tracker)
+                tracker.writer.flush()
+                if interrupted or signals.received():
+                    return interrupt(folder, tracker)
+                missing_metric(settings, folder, tracker)
+                rows = report.collect(results, settings)
+                close_stale_children(tracker, rows)
+                summary = report.finish(rows, settings, base, folder, tracker)
+                folder.write_state(status=FINISHED)
+                print(summary)
+                return 0
+            except KeyboardInterrupt:  # outside Tune's own handling: start-up or the report
+                return interrupt(folder, tracker)
     finally:
         ray.shutdown()
+
+
+def open_tracking(settings: Settings, base: dict[str, Any], folder: SweepFolder) -> Any:
+    """The MLflow experiment and parent run: a new one, or the resumed sweep's own."""
+    from sweep.tracking import Tracker
+
+    tracker = Tracker(settings.tracking_uri, settings.name)
+    folder.path.mkdir(parents=True, exist_ok=True)
+    state = folder.read_state()
+    if state.get("parent_run_id"):
+        tracker.resume_parent(state["parent_run_id"])
+        print(f"Resuming sweep {folder.path}")
+    else:
+        start_parent(tracker, settings, base, folder)
+    folder.write_state(status=RUNNING)
+    return tracker
+
+
+def interrupt(folder: SweepFolder, tracker: Any) -> int:
+    """Save the state, close every open run as KILLED, and say how to resume."""
+    signum = signals.received() or signal.SIGINT
+    code = 128 + int(signum)  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+    if tracker is None or not tracker.parent_run_id:
+        print("\nInterrupted before the sweep started; nothing to resume.", file=sys.stderr)
+        return code
+    from sweep.tracking import END_REASON_TAG
+
+    tracker.writer.flush()
+    for run_id in tracker.unfinished_children():
+        tracker.client.set_tag(run_id, END_REASON_TAG, KILLED)
+        tracker.client.set_terminated(run_id, status="KILLED")
+    tracker.end_parent("KILLED")
+    folder.write_state(status=INTERRUPTED)
+    print(f"\nInterrupted. Resume with:\n  {resume_command(folder)}", file=sys.stderr)
+    return code
+
+
+def missing_metric(settings: Settings, folder: SweepFolder, tracker: Any) -> None:
+    """The first report lacked ``metric``: undo the sweep's runs and folder (it produced
+    nothing usable) and fail like any other bad input."""
+    reported = running_stopper().reported
+    if reported is None:
+        return
+    for run in tracker.children():
+        tracker.client.delete_run(run.info.run_id)
+    if not settings.resume:
+        tracker.client.delete_run(tracker.parent_run_id)
+        shutil.rmtree(folder.path, ignore_errors=True)
+    else:
+        tracker.end_parent("FAILED")
+    raise ConfigError(
+        "metric",
+        f"{settings.metric!r} is not reported by the model, which reports "
+        f"{', '.join(reported) or 'nothing'}; set metric=<one of those> (and mode)",
+    )
+
+
+def close_stale_children(tracker: Any, rows: list[report.TrialRow]) -> None:
+    """A driver killed between a trial's end and its MLflow update leaves the run RUNNING;
+    the resumed sweep knows how each trial ended, so it closes them."""
+    from sweep.tracking import END_REASON_TAG
+
+    stale = set(tracker.unfinished_children())
+    if not stale:
+        return
+    for row in rows:
+        run_id = tracker.child_run(row.trial_id)
+        if run_id in stale:
+            tracker.client.set_tag(run_id, END_REASON_TAG, row.end_reason)
+            tracker.client.set_terminated(run_id, status=mlflow_status(row.end_reason))
 
 
 def start_parent(
@@ -149,5 +254,6 @@ def git_commit() -> str | None:
 
 
 def resume_command(folder: SweepFolder) -> str:
-    args = " ".join(a for a in sys.argv[1:] if not a.startswith("resume="))
-    return f"sweep {args} resume={folder.path}".replace("  ", " ")
+    """The user's own command line (quoted for a shell) with ``resume=<this folder>``."""
+    args = [a for a in sys.argv[1:] if not a.startswith("resume=")]
+    return shlex.join(["sweep", *args, f"resume={folder.path}"])

@@ -1,5 +1,7 @@
 """The one error type for user mistakes: caught by the CLI, printed as one line, exit code 2."""
 
+EXIT_BAD_INPUT = 2
+
 
 class ConfigError(Exception):
     """A mistake in the config or command line, found before anything is started or written.

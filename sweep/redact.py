@@ -8,7 +8,9 @@ from typing import Any
 
 REDACTED = "***"
 _SECRET_KEY = re.compile(
-    r"pass(word|wd)?$|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credential|auth",
+    # "pass" alone only as a whole word part (db_pass), so that "compass" stays visible.
+    r"passw(or)?d|(^|[_-])pass$|secret|token|api[_-]?key|access[_-]?key|private[_-]?key"
+    r"|credential|auth",
     re.IGNORECASE,
 )
 

@@ -6,6 +6,9 @@ the fix; nothing has been started or written yet when it does.
 
 from __future__ import annotations
 
+import os
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +55,7 @@ class Settings:
 
 def load_settings(cfg: DictConfig) -> Settings:
     """Validate ``cfg`` and return its typed view; raises ConfigError on the first mistake."""
+    _check_required(cfg)
     raw = _plain(cfg)
     mode = raw["mode"]
     if mode not in MODES:
@@ -114,6 +118,14 @@ def _plain(cfg: DictConfig) -> dict[str, Any]:
         except Exception as exc:  # omegaconf's MissingMandatoryValue, InterpolationResolutionError
             raise ConfigError(str(key), _omegaconf_reason(exc)) from None
     return out
+
+
+def _check_required(cfg: DictConfig) -> None:
+    """Values left ``???`` by a config group (``data=tabular`` needs a path)."""
+    missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra."))
+    if missing:
+        key = missing[0]
+        raise ConfigError(key, f"is required (???) and not set; add {key}=<value> to the command")
 
 
 def _omegaconf_reason(exc: Exception) -> str:
@@ -206,3 +218,49 @@ def _check_tracking_uri(uri: str) -> str:
         if not path.is_absolute():  # the driver's cwd, not whichever folder resolves it later
             uri = f"sqlite:///{path.absolute()}"
     return uri
+
+
+PROBE_TIMEOUT_S = 5.0
+
+
+def probe_tracking(uri: str) -> None:
+    """Fail in seconds, before anything starts, when MLflow cannot be reached: MLflow's
+    own client retries an unreachable server for minutes."""
+    if uri.startswith("sqlite:"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        if db.exists() and not db.is_file():
+            raise ConfigError("tracking.uri", f"{uri!r}: {db} is not a file; name a .db file")
+        if not db.parent.is_dir():
+            raise ConfigError(
+                "tracking.uri", f"{uri!r}: folder {db.parent} does not exist; create it first"
+            )
+        if not os.access(db if db.exists() else db.parent, os.W_OK):
+            raise ConfigError("tracking.uri", f"{uri!r}: {db} is not writable")
+        return
+    if not uri.startswith(("http://", "https://")):
+        return  # databases and hosted stores: their own client reports errors quickly
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT_S) as response:
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ConfigError(
+            "tracking.uri",
+            f"{uri!r} is unreachable ({reason}); start the server "
+            "(mlflow server --host 127.0.0.1 --port 5000) or fix the address",
+        ) from None
+    if status in (401, 403):
+        raise ConfigError(
+            "tracking.uri",
+            f"{uri!r} refused us (HTTP {status}); set MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) in the environment",
+        )
+    if status != 200:
+        raise ConfigError(
+            "tracking.uri",
+            f"{uri!r} is not an MLflow tracking server (GET /health answered HTTP {status}); "
+            "check the host and port",
+        )

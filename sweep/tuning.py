@@ -12,7 +12,7 @@ from ray.tune.search import BasicVariantGenerator, SearchAlgorithm
 from sweep import trial
 from sweep.callbacks import MlflowTrialLogger
 from sweep.folder import TUNE_DIR, SweepFolder
-from sweep.outcome import stop_diverged
+from sweep.outcome import TrialStopper
 from sweep.progress import ProgressLine
 from sweep.settings import Settings
 from sweep.space import param_space
@@ -63,6 +63,7 @@ def fit(
 ) -> tuple[Any, bool]:
     """Run (or resume) the sweep; returns Tune's ResultGrid and whether it was interrupted."""
     mlflow_logger = MlflowTrialLogger(tracker, settings.dims, settings.max_epochs)
+    stopper = TrialStopper(settings.metric)  # before a restore, which unpickles it
     progress = ProgressLine(
         total_trials(settings), settings.metric, settings.mode, settings.max_epochs
     )
@@ -97,7 +98,7 @@ def fit(
                 name=TUNE_DIR,
                 storage_path=str(storage_path(settings, folder)),
                 callbacks=[mlflow_logger, progress],
-                stop=stop_diverged,
+                stop=stopper,
                 checkpoint_config=tune.CheckpointConfig(
                     num_to_keep=1,  # plus the latest, which Tune always keeps for resuming
                     checkpoint_score_attribute=settings.metric,

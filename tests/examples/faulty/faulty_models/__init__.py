@@ -1,0 +1,1 @@
+"""Test-only models that fail on purpose, for the fault-injection tests (never shipped)."""

@@ -1,0 +1,151 @@
+"""Bad input: every mistake is one line ``error: <key>: <value/what> ... <fix>``, exit code 2,
+and nothing started or written (no MLflow store, no sweep folder).
+
+Most cases run the validation in this process (Hydra's compose API + ``driver.run``), which
+is what the command does after composing; a few run the real ``sweep`` command, including
+Hydra's own composition errors, which the command turns into the same one line."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+
+from sweep import driver
+from sweep.errors import ConfigError
+from tests.conftest import run_sweep
+
+GRID_TPE = ("+search_space.model.layers={type: grid, values: [1, 2]}", "searcher=tpe")
+
+# (overrides, the key the message must start with, words it must contain)
+CASES: list[tuple[tuple[str, ...], str, str]] = [
+    (
+        ("+search_space.model.lr2={type: gaussian, low: 0, high: 1}",),
+        "search_space.model.lr2",
+        "unknown type 'gaussian'",
+    ),
+    (("search_space.model.lr.low=0.5",), "search_space.model.lr", "low (0.5) must be below high"),
+    (
+        ("search_space.model.lr.low=0", "search_space.model.lr.high=0.1"),
+        "search_space.model.lr.low",
+        "a log scale needs low > 0",
+    ),
+    (("search_space.model.hidden.values=[]",), "search_space.model.hidden.values", "is empty"),
+    (GRID_TPE, "search_space.model.layers", "only work with searcher=random"),
+    (
+        ("+search_space.model.widht={type: choice, values: [1]}",),
+        "search_space.model.widht",
+        "not a key of the config",
+    ),
+    (("num_samples=0",), "num_samples", "below 1"),
+    (
+        ("scheduler.grace_period=8", "trainer.max_epochs=4"),
+        "scheduler.grace_period",
+        "exceeds trainer.max_epochs",
+    ),
+    (("mode=maximize",), "mode", "'maximize' is not min or max"),
+    (("resources.cpu=64",), "resources.cpu", "64 CPUs per trial, but the cluster has"),
+    (
+        ("resources.gpu=1", "cluster.num_gpus=0"),
+        "resources.gpu",
+        "1 GPUs per trial, but the cluster has 0",
+    ),
+    (("tracking.uri=http://127.0.0.1:9",), "tracking.uri", "unreachable"),
+    (("tracking.uri=sqlite:////no/such/folder/mlflow.db",), "tracking.uri", "does not exist"),
+    (("tracking.uri=file:./mlruns",), "tracking.uri", "file store is deprecated"),
+    (("output_dir=/proc/sweeps",), "output_dir", "cannot write in /proc"),
+    (("output_dir=/etc/hostname/sweeps",), "output_dir", "is a file, not a folder"),
+    (("data=tabular", "data.path=missing.csv", "data.target=label"), "data.path", "no such file"),
+    (
+        ("data=tabular", "data.path=table.csv", "data.target=label"),
+        "data.target",
+        "has no column(s) ['label']; it has ['a', 'b', 'y']",
+    ),
+    (("data=tabular", "data.target=y"), "data.path", "is required (???) and not set"),
+    (("resume=true",), "resume", "no sweep named 'mlp_digits'"),
+]
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    (tmp_path / "table.csv").write_text("a,b,y\n1,2,0\n3,4,1\n")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def assert_nothing_written(cwd: Path) -> None:
+    assert sorted(p.name for p in cwd.iterdir()) == ["table.csv"]  # no mlflow.db, no sweeps/
+
+
+@pytest.mark.parametrize(("overrides", "key", "words"), CASES, ids=[c[1] for c in CASES])
+def test_bad_input_is_one_clear_error(composed, workdir, overrides, key, words) -> None:
+    with pytest.raises(ConfigError) as caught:
+        driver.run(composed(*overrides))
+    message = str(caught.value)
+    assert message.startswith(f"{key}: "), message
+    assert words in message
+    assert "\n" not in message
+    assert_nothing_written(workdir)
+
+
+def test_wrong_server_is_not_taken_for_mlflow(composed, workdir) -> None:
+    """An HTTP server that is not MLflow (wrong port) is found out in one quick request."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        uri = f"http://127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(ConfigError, match=r"is not an MLflow tracking server \(GET /health"):
+            driver.run(composed(f"tracking.uri={uri}", "tracking=server"))
+    finally:
+        server.shutdown()
+    assert_nothing_written(workdir)
+
+
+# The real command: Hydra's errors and ours, as the user sees them.
+COMMAND_CASES = [
+    (("model=transformer",), "error: model: no option 'transformer'; choose one of: cnn, mlp"),
+    (
+        ("lr=0.1",),
+        "error: lr: not a key of the config; fix the name, or add a new key with +lr=0.1",
+    ),
+    (("model.lr=[1,",), "error: model.lr=[1,: cannot parse this override"),
+    (("~model.zzz",), "error: model.zzz: cannot remove (~) a key the config does not have"),
+    (("num_samples=0",), "error: num_samples: 0 is below 1; set num_samples>=1"),
+    (
+        ("data=tabular", "data.path=table.csv", "data.target=label"),
+        "error: data.target: table.csv has no column(s) ['label']",
+    ),
+]
+
+
+@pytest.mark.parametrize(("args", "line"), COMMAND_CASES, ids=[c[0][0] for c in COMMAND_CASES])
+def test_the_command_prints_one_line_and_exits_2(tmp_path, args, line) -> None:
+    (tmp_path / "table.csv").write_text("a,b,y\n1,2,0\n3,4,1\n")
+    proc = run_sweep(tmp_path, *args, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.startswith(line), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stdout == ""
+    assert_nothing_written(tmp_path)
+
+
+@pytest.mark.slow
+def test_a_metric_the_model_never_logs_stops_at_the_first_report(tmp_path) -> None:
+    """Only a trial can tell: the first report ends the sweep, names the metrics that exist,
+    and the runs and folder it had opened are removed again."""
+    proc = run_sweep(tmp_path, "metric=val_accuracy", "num_samples=2", "trainer.max_epochs=3")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line == (
+        "error: metric: 'val_accuracy' is not reported by the model, which reports "
+        "train_acc, train_loss, val_acc, val_loss; set metric=<one of those> (and mode)"
+    )
+    assert "Traceback" not in proc.stderr
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("mlp_digits")
+    assert client.search_runs([experiment.experiment_id]) == []  # only deleted runs remain
+    assert list((tmp_path / "sweeps" / "mlp_digits").iterdir()) == []
