@@ -80,6 +80,10 @@ def hydra_error_line(exc: Exception, args: list[str]) -> str:
     match = re.match(r"Could not delete from config. '([^']+)' does not exist", text)
     if match:
         return f"{match.group(1)}: cannot remove (~) a key the config does not have; fix the name"
+    match = re.match(r"Multiple values for (\S+?)\.", text)
+    if match:
+        group = match.group(1)
+        return f"{group}: the group already has an option; choose it with {group}=<option>, no +"
     if type(exc).__name__ == "OverrideParseException":
         bad = _unparsable(args)
         reason = text.splitlines()[0]

@@ -112,6 +112,7 @@ COMMAND_CASES = [
     ),
     (("model.lr=[1,",), "error: model.lr=[1,: cannot parse this override"),
     (("~model.zzz",), "error: model.zzz: cannot remove (~) a key the config does not have"),
+    (("+model=cnn",), "error: model: the group already has an option; choose it with model="),
     (("num_samples=0",), "error: num_samples: 0 is below 1; set num_samples>=1"),
     (
         ("data=tabular", "data.path=table.csv", "data.target=label"),
