@@ -90,7 +90,7 @@ class MlflowTrialLogger(LiveCallback):
         trial_id, retries = trial.trial_id, trial.num_failures
         error = _last_line(trial.error_file)
         print(
-            f"\ntrial {trial_number(trial_id)} failed ({error}); retry {retries} "
+            f"\ntrial {trial_number(trial_id)} failed ({_short(error)}); retry {retries} "
             "from its last checkpoint",
             file=sys.stderr,
             flush=True,
@@ -123,9 +123,10 @@ class MlflowTrialLogger(LiveCallback):
     def on_trial_error(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
+        error = _short(_last_line(trial.error_file))
         print(
-            f"\ntrial {trial_number(trial.trial_id)} failed ({_last_line(trial.error_file)}); "
-            f"no retries left, the sweep goes on",
+            f"\ntrial {trial_number(trial.trial_id)} failed ({error}); "
+            "no retries left, the sweep goes on",
             file=sys.stderr,
             flush=True,
         )
@@ -174,3 +175,8 @@ def _last_line(error_file: str | None) -> str:
     if not error_file or not Path(error_file).is_file():
         return ""
     return _error_summary(Path(error_file).read_text())
+
+
+def _short(text: str, limit: int = 120) -> str:
+    """One terminal line; the whole message is in the run's tags and error.txt."""
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
