@@ -1,7 +1,9 @@
 """Runs a sweep: validate → start Ray → MLflow parent run → Tuner.fit (or restore) → report.
 
-Nothing is started or written until the config has been validated; the MLflow parent run
-and the output folder exist before the first trial, so an interrupted sweep can resume.
+Nothing is written until the config has been validated (an embedded Ray starts while the
+data module is imported and checked, and is shut down if the check fails); the MLflow
+parent run and the output folder exist before the first trial, so an interrupted sweep
+can resume.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from omegaconf import DictConfig
@@ -47,8 +50,8 @@ def run(cfg: DictConfig) -> int:
         probe_tracking(settings.tracking_uri)
         if settings.cluster.get("address", "local") == "local":
             check_resources(settings, local_resources(settings))  # before Ray starts
-    check_data(base)
     if settings.single_trial:
+        check_data(base)
         return run_single_trial(base, settings)
     if settings.resume:
         folder = folder_to_resume(settings.output_dir, settings.name, settings.resume)
@@ -122,11 +125,22 @@ def run_sweep(settings: Settings, base: dict[str, Any], folder: SweepFolder) -> 
         os.environ["TUNE_PRINT_ALL_TRIAL_ERRORS"] = "0"
         logging.getLogger("ray.tune.tune").setLevel(logging.CRITICAL)  # "did not complete"
     tracker = None
+    preparing = None
     try:
+        if settings.cluster.get("address", "local") == "local":
+            # Ray's start (seconds) overlaps importing and checking the data module (torch +
+            # Lightning: seconds), then opening the MLflow store (migrations on a new SQLite
+            # file: seconds). Resources were checked before, so an embedded start does not
+            # fail on bad input; a bad data config still raises ConfigError before the
+            # store is opened, and Ray is shut down below.
+            preparing = in_background(check_data_then_open_store, base, settings)
+        else:  # joining a cluster can fail on bad input: write nothing until it worked
+            check_data(base)
         start_ray(settings)
         with signals.graceful_stop():
             try:
-                tracker = open_tracking(settings, base, folder)
+                store = preparing.result() if preparing else None
+                tracker = open_tracking(settings, base, folder, store)
                 from sweep.tuning import fit
 
                 results, interrupted = fit(settings, base, folder, tracker)
@@ -146,11 +160,29 @@ def run_sweep(settings: Settings, base: dict[str, Any], folder: SweepFolder) -> 
         ray.shutdown()
 
 
-def open_tracking(settings: Settings, base: dict[str, Any], folder: SweepFolder) -> Any:
-    """The MLflow experiment and parent run: a new one, or the resumed sweep's own."""
+def in_background(call: Any, *args: Any) -> Future:
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sweep-prepare")
+    try:
+        return pool.submit(call, *args)
+    finally:
+        pool.shutdown(wait=False)
+
+
+def check_data_then_open_store(base: dict[str, Any], settings: Settings) -> Any:
     from sweep.tracking import Tracker
 
-    tracker = Tracker(settings.tracking_uri, settings.name)
+    check_data(base)
+    return Tracker(settings.tracking_uri, settings.name)
+
+
+def open_tracking(
+    settings: Settings, base: dict[str, Any], folder: SweepFolder, tracker: Any = None
+) -> Any:
+    """The MLflow experiment and parent run: a new one, or the resumed sweep's own
+    (``tracker``: the store, when it was already opened)."""
+    from sweep.tracking import Tracker
+
+    tracker = tracker or Tracker(settings.tracking_uri, settings.name)
     folder.path.mkdir(parents=True, exist_ok=True)
     state = folder.read_state()
     if state.get("parent_run_id"):

@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from sweep.errors import ConfigError
-from sweep.space import Dimension, parse_space
+from sweep.space import Dimension, fixed_points, parse_space
 
 SCHEDULERS = ("asha", "fifo")
 SEARCHERS = ("random", "quasi_random", "tpe")
@@ -200,6 +200,7 @@ def _check_searcher(section: dict[str, Any], dims: tuple[Dimension, ...]) -> dic
             f"grid dimensions run every value and only work with searcher=random, not {name}; "
             f"use type: choice, or searcher=random",
         )
+    fixed_points(list(dims), section.get("points"))  # validated here, before anything starts
     return dict(section)
 
 

@@ -173,6 +173,41 @@ def param_space(dims: list[Dimension]) -> dict[str, Any]:
     return {dim.key: to_domain(dim) for dim in dims}
 
 
+def fixed_points(dims: list[Dimension], points: Any) -> list[dict[str, Any]]:
+    """``searcher.points`` (a list of configs nested like the search space, e.g.
+    ``{model: {lr: 0.01, hidden: 64}}``) → points as the searcher sees them, tried first.
+    Raises ConfigError on a key that is not a dimension of the space."""
+    if points is None:
+        return []
+    if isinstance(points, (str, Mapping)) or not isinstance(points, (list, tuple)):
+        raise ConfigError("searcher.points", f"expected a list of points, got {points!r}")
+    by_key = {dim.key: dim for dim in dims}
+    out = []
+    for i, point in enumerate(points):
+        flat = _flatten(point) if isinstance(point, Mapping) else None
+        if flat is None or not flat:
+            raise ConfigError(f"searcher.points[{i}]", f"expected a mapping, got {point!r}")
+        unknown = sorted(set(flat) - set(by_key))
+        if unknown:
+            raise ConfigError(
+                f"searcher.points[{i}]",
+                f"{unknown[0]} is not in the search space; tuned keys: {', '.join(by_key)}",
+            )
+        out.append({key: to_sampled(by_key[key], value) for key, value in flat.items()})
+    return out
+
+
+def _flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for name, value in node.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{key}."))
+        else:
+            flat[key] = value
+    return flat
+
+
 def config_values(dims: list[Dimension], sampled: Mapping[str, Any]) -> dict[str, Any]:
     """Sampled point (as Tune gives it) → {dotted config key: value}."""
     return {dim.key: to_value(dim, sampled[dim.key]) for dim in dims if dim.key in sampled}

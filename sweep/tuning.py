@@ -15,7 +15,7 @@ from sweep.folder import TUNE_DIR, SweepFolder
 from sweep.outcome import TrialStopper
 from sweep.progress import ProgressLine
 from sweep.settings import Settings
-from sweep.space import param_space
+from sweep.space import fixed_points, param_space
 from sweep.tracking import Tracker
 
 
@@ -34,8 +34,10 @@ def make_scheduler(settings: Settings) -> TrialScheduler:
 
 def make_searcher(settings: Settings) -> SearchAlgorithm | Any:
     name = settings.searcher["name"]
+    # Points the searcher tries first (then it samples): e.g. the same trials for a benchmark.
+    points = fixed_points(list(settings.dims), settings.searcher.get("points")) or None
     if name == "random":
-        return BasicVariantGenerator(random_state=settings.seed)
+        return BasicVariantGenerator(random_state=settings.seed, points_to_evaluate=points)
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
@@ -47,7 +49,7 @@ def make_searcher(settings: Settings) -> SearchAlgorithm | Any:
         sampler = optuna.samplers.TPESampler(
             seed=settings.seed, n_startup_trials=int(settings.searcher.get("n_startup_trials", 8))
         )
-    return OptunaSearch(sampler=sampler)
+    return OptunaSearch(sampler=sampler, points_to_evaluate=points)
 
 
 def total_trials(settings: Settings) -> int:

@@ -1,0 +1,1 @@
+"""Benchmarks: `sweep` against the alternatives its users have (see BENCHMARKS.md)."""

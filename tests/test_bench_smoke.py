@@ -1,0 +1,42 @@
+"""The benchmark harness in smoke mode (tiny sizes, one round), so it cannot rot.
+Timings are never asserted: only that every contender ran and produced figures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.run import CONTENDERS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_smoke_runs_every_contender(tmp_path: Path) -> None:
+    out = tmp_path / "smoke.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--smoke", "--out", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    (round_,) = result["rounds"]
+    assert set(round_) == set(CONTENDERS)
+    for name, figures in round_.items():
+        assert figures["rc"] == 0, name
+        assert figures["wall_s"] > 0, name
+        assert figures["first_step_s"] > 0, name
+        assert figures["train_s"] > 0, name
+        assert figures["trials"] == result["workload"]["trials"] or name != "sweep_fifo"
+        assert 0 < figures["best_val_acc"] <= 1, name
+        assert figures["driver_peak_rss_mib"] > 0, name
+    assert result["mlflow"]["write_per_result_ms"] > 0
+    for name in CONTENDERS:  # the printed table names every contender
+        assert f"| {name} |" in proc.stdout
