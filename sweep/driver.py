@@ -1,9 +1,7 @@
 """Runs a sweep: validate → start Ray → MLflow parent run → Tuner.fit (or restore) → report.
 
-Nothing is written until the config has been validated (an embedded Ray starts while the
-data module is imported and checked, and is shut down if the check fails); the MLflow
-parent run and the output folder exist before the first trial, so an interrupted sweep
-can resume.
+Nothing is started or written until the config has been validated; the MLflow parent run
+and the output folder exist before the first trial, so an interrupted sweep can resume.
 """
 
 from __future__ import annotations
@@ -50,8 +48,8 @@ def run(cfg: DictConfig) -> int:
         probe_tracking(settings.tracking_uri)
         if settings.cluster.get("address", "local") == "local":
             check_resources(settings, local_resources(settings))  # before Ray starts
+    check_data(base)
     if settings.single_trial:
-        check_data(base)
         return run_single_trial(base, settings)
     if settings.resume:
         folder = folder_to_resume(settings.output_dir, settings.name, settings.resume)
@@ -128,14 +126,11 @@ def run_sweep(settings: Settings, base: dict[str, Any], folder: SweepFolder) -> 
     preparing = None
     try:
         if settings.cluster.get("address", "local") == "local":
-            # Ray's start (seconds) overlaps importing and checking the data module (torch +
-            # Lightning: seconds), then opening the MLflow store (migrations on a new SQLite
-            # file: seconds). Resources were checked before, so an embedded start does not
-            # fail on bad input; a bad data config still raises ConfigError before the
-            # store is opened, and Ray is shut down below.
-            preparing = in_background(check_data_then_open_store, base, settings)
-        else:  # joining a cluster can fail on bad input: write nothing until it worked
-            check_data(base)
+            # Opening the MLflow store (migrations on a new SQLite file: ~2 s) overlaps
+            # Ray's start (~5 s). The URI was probed and the resources checked before, so
+            # neither fails on bad input; joining a remote cluster can, and then nothing
+            # may have been written, so there the store opens after it.
+            preparing = in_background(open_store, settings)
         start_ray(settings)
         with signals.graceful_stop():
             try:
@@ -168,10 +163,9 @@ def in_background(call: Any, *args: Any) -> Future:
         pool.shutdown(wait=False)
 
 
-def check_data_then_open_store(base: dict[str, Any], settings: Settings) -> Any:
+def open_store(settings: Settings) -> Any:
     from sweep.tracking import Tracker
 
-    check_data(base)
     return Tracker(settings.tracking_uri, settings.name)
 
 
