@@ -40,10 +40,12 @@ class TrialRow:
     values: dict[str, Any]
     checkpoint: str | None
     history: pd.DataFrame | None = field(default=None, repr=False)
+    experiment_tag: str = ""
+    stage: str = ""  # the round / scientific value it ran in, when a sweep has several
 
     @property
     def number(self) -> int:
-        return trial_number(self.trial_id)
+        return trial_number(self.trial_id, self.experiment_tag)
 
 
 def collect(results: Any, settings: Settings) -> list[TrialRow]:
@@ -77,6 +79,7 @@ def collect(results: Any, settings: Settings) -> list[TrialRow]:
                 values=config_values(list(settings.dims), result.config or {}),
                 checkpoint=checkpoint,
                 history=history,
+                experiment_tag=str(last.get("experiment_tag", "")),
             )
         )
     return rank(rows, settings.mode)
