@@ -117,7 +117,10 @@ def fit(
             ),
         )
     results = tuner.fit()
-    return results, bool(mlflow_logger.unfinished)
+    # On SIGINT Tune may end without on_experiment_end seeing the pending trials: a trial
+    # that is neither terminated nor errored also means the run was cut short.
+    cut_short = results.num_terminated + results.num_errors < len(results)
+    return results, bool(mlflow_logger.unfinished) or cut_short
 
 
 def load_results(settings: Settings, folder: SweepFolder, name: str) -> Any:
