@@ -28,8 +28,9 @@ from sweep.space import Dimension, config_values
 from sweep.tracking import END_REASON_TAG, Tracker
 
 
-def run_name(trial_id: str, values: dict[str, Any]) -> str:
-    return f"trial {trial_number(trial_id):03d}  {describe_point(values)}".strip()
+def run_name(trial_id: str, values: dict[str, Any], experiment_tag: str = "") -> str:
+    number = trial_number(trial_id, experiment_tag)
+    return f"trial {number:03d}  {describe_point(values)}".strip()
 
 
 class MlflowTrialLogger(LiveCallback):
@@ -49,7 +50,7 @@ class MlflowTrialLogger(LiveCallback):
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
         values = config_values(self.dims, trial.config)
-        trial_id, name = trial.trial_id, run_name(trial.trial_id, values)
+        trial_id, name = trial.trial_id, run_name(trial.trial_id, values, trial.experiment_tag)
         self.tracker.writer.submit(lambda: self.tracker.open_child(trial_id, name, values))
 
     def on_trial_result(

@@ -19,7 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from sweep import report, signals
+from sweep import advice, report, signals
 from sweep.cluster import check_resources, start_ray
 from sweep.errors import ConfigError
 from sweep.folder import (
@@ -51,6 +51,10 @@ def run(cfg: DictConfig) -> int:
     check_data(base)
     if settings.single_trial:
         return run_single_trial(base, settings)
+    if settings.probe == "batch_size":
+        from sweep.probe import run_probe
+
+        return run_probe(base, settings)
     if settings.resume:
         folder = folder_to_resume(settings.output_dir, settings.name, settings.resume)
         if folder.read_state().get("status") == FINISHED:
@@ -136,16 +140,15 @@ def run_sweep(settings: Settings, base: dict[str, Any], folder: SweepFolder) -> 
             try:
                 store = preparing.result() if preparing else None
                 tracker = open_tracking(settings, base, folder, store)
-                from sweep.tuning import fit
-
-                results, interrupted = fit(settings, base, folder, tracker)
+                for notice in advice.before_sweep(settings):
+                    print(notice, flush=True)
+                stages, rows, interrupted = fit_stages(settings, base, folder, tracker)
                 tracker.writer.flush()
                 if interrupted or signals.received():
                     return interrupt(folder, tracker)
                 missing_metric(settings, folder, tracker)
-                rows = report.collect(results, settings)
                 close_stale_children(tracker, rows)
-                summary = report.finish(rows, settings, base, folder, tracker)
+                summary = report.finish(rows, settings, base, folder, tracker, stages)
                 folder.write_state(status=FINISHED)
                 print(summary)
                 return 0
@@ -240,6 +243,22 @@ def close_stale_children(tracker: Any, rows: list[report.TrialRow]) -> None:
         if run_id in stale:
             tracker.client.set_tag(run_id, END_REASON_TAG, row.end_reason)
             tracker.client.set_terminated(run_id, status=mlflow_status(row.end_reason))
+
+
+def fit_stages(
+    settings: Settings, base: dict[str, Any], folder: SweepFolder, tracker: Any
+) -> tuple[list[Any], list[report.TrialRow], bool]:
+    """One Tune run, or several stages (refinement rounds, scientific values: rounds.py)."""
+    from sweep import rounds
+    from sweep.tuning import fit
+
+    if not rounds.is_staged(settings):
+        results, interrupted = fit(settings, base, folder, tracker)
+        rows = [] if interrupted else report.collect(results, settings)
+        return [], rows, interrupted
+    stages, interrupted = rounds.run(settings, base, folder, tracker)
+    rows = report.rank([row for stage in stages for row in stage.rows], settings.mode)
+    return stages, rows, interrupted
 
 
 def start_parent(

@@ -57,7 +57,7 @@ class ProgressLine(LiveCallback):
         if not isinstance(value, (int, float)) or not math.isfinite(value):
             return self.show()
         if self.best is None or self.sign * value > self.sign * self.best[0]:
-            self.best = (float(value), trial.trial_id)
+            self.best = (float(value), str(trial_number(trial.trial_id, trial.experiment_tag)))
         self.show()
 
     def on_trial_complete(
@@ -95,10 +95,8 @@ class ProgressLine(LiveCallback):
         if failed:
             parts.append(f"{failed} failed/diverged")
         if self.best is not None:
-            value, trial_id = self.best
-            parts.append(
-                f"best {self.metric}={format_value(value)} (trial {trial_number(trial_id)})"
-            )
+            value, number = self.best
+            parts.append(f"best {self.metric}={format_value(value)} (trial {number})")
         if 0 < done < self.total:
             parts.append(f"~{_clock(elapsed / done * (self.total - done))} left")
         return " | ".join(parts)

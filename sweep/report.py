@@ -3,8 +3,10 @@ summary a user reads at the end."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,10 +42,12 @@ class TrialRow:
     values: dict[str, Any]
     checkpoint: str | None
     history: pd.DataFrame | None = field(default=None, repr=False)
+    experiment_tag: str = ""
+    stage: str = ""  # the round / scientific value it ran in, when a sweep has several
 
     @property
     def number(self) -> int:
-        return trial_number(self.trial_id)
+        return trial_number(self.trial_id, self.experiment_tag)
 
 
 def collect(results: Any, settings: Settings) -> list[TrialRow]:
@@ -77,6 +81,7 @@ def collect(results: Any, settings: Settings) -> list[TrialRow]:
                 values=config_values(list(settings.dims), result.config or {}),
                 checkpoint=checkpoint,
                 history=history,
+                experiment_tag=str(last.get("experiment_tag", "")),
             )
         )
     return rank(rows, settings.mode)
@@ -105,6 +110,7 @@ def table(rows: list[TrialRow], metric: str) -> pd.DataFrame:
         [
             {
                 "trial": row.number,
+                **({"stage": row.stage} if row.stage else {}),
                 "trial_id": row.trial_id,
                 "end_reason": row.end_reason,
                 "epochs": row.epochs,
@@ -140,10 +146,13 @@ def write_yaml(path: Path, data: dict[str, Any]) -> Path:
 def top_table(rows: list[TrialRow], metric: str, limit: int = 5) -> str:
     """The top trials as an aligned text table, hyperparameters in natural format."""
     keys = list(rows[0].values) if rows else []
-    header = ["trial", metric, "epochs", "end", *[short_key(k) for k in keys]]
+    staged = any(row.stage for row in rows)
+    header = ["trial", *(["stage"] if staged else []), metric, "epochs", "end"]
+    header += [short_key(k) for k in keys]
     body = [
         [
             str(row.number),
+            *([row.stage] if staged else []),
             format_value(row.best) if not math.isnan(row.best) else "-",
             str(row.epochs),
             row.end_reason,
@@ -164,13 +173,18 @@ def finish(
     base: dict[str, Any],
     folder: Any,
     tracker: Any,
+    stages: Sequence[Any] = (),
 ) -> str:
-    """Write results.csv and best.yaml, attach them to the parent run, close it, and
-    return the summary to print."""
+    """Write results.csv, best.yaml, checks.json and the plots, attach them to the parent
+    run, close it, and return the summary to print. ``stages``: rounds.StageResult list."""
+    from sweep import review
+
     metric = settings.metric
     results_file = folder.path / RESULTS_FILE
     table(rows, metric).to_csv(results_file, index=False)
     tracker.log_artifact(results_file)
+    findings = review.review(rows, settings, stages, folder.path)
+    record_review(findings, folder.path, tracker)
     best = next((row for row in rows if not math.isnan(row.best)), None)
     lines = [f"\nSweep {settings.name}: {len(rows)} trials  ({_counts(rows)})", ""]
     if best is None:
@@ -185,11 +199,13 @@ def finish(
         lines += [
             top_table(rows, metric),
             "",
-            f"Best: trial {best.number}  {metric}={format_value(best.best)}",
+            f"Best: trial {best.number}{f' ({best.stage})' if best.stage else ''}  "
+            f"{metric}={format_value(best.best)}",
             f"  checkpoint  {best.checkpoint}",
             f"  config      {best_file}",
             f"  re-train it: sweep --config-dir {folder.path} --config-name best single_trial=true",
         ]
+    lines += findings.lines(metric)
     lines += [
         "",
         f"Outputs in {folder.path}",
@@ -197,6 +213,24 @@ def finish(
         f"http://127.0.0.1:5000/#/experiments/{tracker.experiment_id}/runs/{tracker.parent_run_id}",
     ]
     return "\n".join(lines)
+
+
+def record_review(findings: Any, folder: Path, tracker: Any) -> None:
+    """checks.json and the plots on the parent run; one tag per boundary warning, so the
+    runs list can filter sweeps whose ranges were wrong."""
+    from sweep.review import CHECKS_FILE, PLOTS_DIR
+
+    checks = folder / CHECKS_FILE
+    checks.write_text(json.dumps(findings.as_dict(), indent=2, default=str))
+    tracker.log_artifact(checks)
+    for plot in findings.plots:
+        tracker.log_artifact(plot, artifact_path=PLOTS_DIR)
+    tags = {
+        re.sub(r"[^\w.\- /]", "_", f"sweep.boundary.{w.key}.{w.edge} {w.group}".strip()): w.message
+        for w in findings.warnings
+    }
+    if tags:
+        tracker.set_tags(tags)
 
 
 def _counts(rows: list[TrialRow]) -> str:

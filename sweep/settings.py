@@ -19,6 +19,7 @@ from sweep.errors import ConfigError
 from sweep.space import Dimension, fixed_points, parse_space
 
 SCHEDULERS = ("asha", "fifo")
+PROBES = ("batch_size",)
 SEARCHERS = ("random", "quasi_random", "tpe")
 MODES = ("min", "max")
 
@@ -46,6 +47,8 @@ class Settings:
     single_trial: bool
     verbose: int
     dims: tuple[Dimension, ...]
+    refine_rounds: int = 0  # coarse-to-fine rounds after the first (sweep/refine.py)
+    probe: str | None = None  # "batch_size": measure throughput instead of sweeping
 
     @property
     def worst(self) -> float:
@@ -102,6 +105,8 @@ def load_settings(cfg: DictConfig) -> Settings:
         single_trial=bool(raw.get("single_trial", False)),
         verbose=int(raw.get("verbose", 0)),
         dims=dims,
+        refine_rounds=_integer(raw, "refine_rounds", minimum=0) if "refine_rounds" in raw else 0,
+        probe=_check_probe(raw.get("probe")),
     )
 
 
@@ -193,7 +198,8 @@ def _check_searcher(section: dict[str, Any], dims: tuple[Dimension, ...]) -> dic
         raise ConfigError(
             "searcher", f"unknown searcher {name!r}; use one of {', '.join(SEARCHERS)}"
         )
-    grids = [d.key for d in dims if d.type == "grid"]
+    # A scientific grid runs as one sub-sweep per value (sweep/roles.py), not as a Tune grid.
+    grids = [d.key for d in dims if d.type == "grid" and d.role != "scientific"]
     if grids and name != "random":
         raise ConfigError(
             f"search_space.{grids[0]}",
@@ -202,6 +208,14 @@ def _check_searcher(section: dict[str, Any], dims: tuple[Dimension, ...]) -> dic
         )
     fixed_points(list(dims), section.get("points"))  # validated here, before anything starts
     return dict(section)
+
+
+def _check_probe(probe: Any) -> str | None:
+    if probe in (None, False, "", "none"):
+        return None
+    if probe not in PROBES:
+        raise ConfigError("probe", f"unknown probe {probe!r}; use probe=batch_size")
+    return str(probe)
 
 
 def _check_tracking_uri(uri: str) -> str:

@@ -7,7 +7,10 @@ A spec is nested like the config it samples; each leaf is a mapping with a ``typ
       lr: {type: loguniform, low: 1.0e-4, high: 1.0e-1}
       hidden: {type: choice, values: [64, 128, 256]}
 
-Integer ranges are inclusive at both ends. ``one_minus_log`` samples ``1 - x``
+Integer ranges are inclusive at both ends. Any dimension may carry ``role: scientific``
+(a choice or grid whose values are compared fairly: every value is run and the other
+dimensions are tuned separately for each, see ``sweep/roles.py``) or ``role: nuisance``
+(the default: tuned, to be optimised away). ``one_minus_log`` samples ``1 - x``
 log-uniformly for parameters near 1 (momentum, Adam's β2): the searcher sees ``1 - x``,
 the config gets ``x``.
 """
@@ -39,6 +42,9 @@ TYPES: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
     "choice": (("values",), (), "categorical"),
     "grid": (("values",), (), "categorical"),
 }
+# Keys every dimension accepts besides its type's own.
+COMMON_KEYS = ("role",)
+ROLES = ("nuisance", "scientific")
 INTEGER_TYPES = {"randint", "qrandint", "lograndint", "qlograndint"}
 LOG_TYPES = {name for name, (_, _, scale) in TYPES.items() if scale == "log"}
 
@@ -53,6 +59,7 @@ class Dimension:
     high: float | None = None
     q: float | None = None
     values: tuple[Any, ...] = field(default_factory=tuple)
+    role: str = "nuisance"
 
     @property
     def scale(self) -> str:
@@ -89,17 +96,18 @@ def parse_dimension(path: str, node: Mapping[str, Any]) -> Dimension:
     missing = [k for k in required if node.get(k) is None]
     if missing:
         raise ConfigError(path, f"type {kind} needs {', '.join(missing)}")
-    extra = sorted(set(node) - {"type", *required, *optional})
+    extra = sorted(set(node) - {"type", *required, *optional, *COMMON_KEYS})
     if extra:
         raise ConfigError(path, f"type {kind} takes {', '.join(required)}, not {', '.join(extra)}")
     key = path.split(".", 1)[1]
+    role = _role(path, kind, node.get("role"))
     if kind in ("choice", "grid"):
         values = node["values"]
         if isinstance(values, str) or not isinstance(values, (list, tuple)):
             raise ConfigError(f"{path}.values", f"expected a list, got {values!r}")
         if not values:
             raise ConfigError(f"{path}.values", "is empty; list at least one value")
-        return Dimension(key, kind, values=tuple(values))
+        return Dimension(key, kind, values=tuple(values), role=role)
     low, high = _number(path, "low", node["low"]), _number(path, "high", node["high"])
     q = _number(path, "q", node["q"]) if "q" in required else None
     if low >= high:
@@ -113,6 +121,20 @@ def parse_dimension(path: str, node: Mapping[str, Any]) -> Dimension:
     if q is not None and q <= 0:
         raise ConfigError(f"{path}.q", f"{q} must be positive")
     return Dimension(key, kind, low=low, high=high, q=q)
+
+
+def _role(path: str, kind: str, role: Any) -> str:
+    if role is None:
+        return "nuisance"
+    if role not in ROLES:
+        raise ConfigError(f"{path}.role", f"{role!r} is not a role; use one of: {', '.join(ROLES)}")
+    if role == "scientific" and kind not in ("choice", "grid"):
+        raise ConfigError(
+            f"{path}.role",
+            f"a scientific dimension compares listed values, so it needs type choice or grid, "
+            f"not {kind}; e.g. {{type: choice, values: [adam, sgd], role: scientific}}",
+        )
+    return str(role)
 
 
 def _number(path: str, name: str, value: Any) -> float:

@@ -23,6 +23,7 @@ from sweep.redact import flatten
 TRIAL_ID_TAG = "sweep.trial_id"
 END_REASON_TAG = "sweep.end_reason"
 SWEEP_DIR_TAG = "sweep.dir"
+STAGE_TAG = "sweep.stage"
 PARENT_TAG = "mlflow.parentRunId"
 # MLflow's own limits per log_batch call.
 MAX_PARAMS_PER_BATCH = 100
@@ -78,6 +79,10 @@ class Tracker:
         )
         self.writer = Writer()
         self.parent_run_id = ""
+        # Trials nest under the parent, or under a stage run (a refinement round or a
+        # scientific value, see sweep/rounds.py) with the stage's tags.
+        self._trials_parent = ""
+        self._trial_tags: dict[str, str] = {}
         self._child_runs: dict[str, str] = {}
 
     # ---- parent run -------------------------------------------------------------------
@@ -102,8 +107,10 @@ class Tracker:
         for chunk in _chunks(items, MAX_PARAMS_PER_BATCH):
             self.client.log_batch(run_id, params=chunk)
 
-    def log_artifact(self, path: Path, run_id: str | None = None) -> None:
-        self.client.log_artifact(run_id or self.parent_run_id, str(path))
+    def log_artifact(
+        self, path: Path, run_id: str | None = None, artifact_path: str | None = None
+    ) -> None:
+        self.client.log_artifact(run_id or self.parent_run_id, str(path), artifact_path)
 
     def set_tags(self, tags: Mapping[str, Any], run_id: str | None = None) -> None:
         items = [RunTag(k, _text(v, MAX_TAG_LENGTH)) for k, v in tags.items()]
@@ -119,6 +126,36 @@ class Tracker:
 
     def end_parent(self, status: str) -> None:
         self.client.set_terminated(self.parent_run_id, status=status)
+
+    # ---- stage runs: rounds and scientific values, between the parent and its trials ---
+    def stage_run(
+        self, slug: str, label: str, tags: Mapping[str, str], params: Mapping[str, Any]
+    ) -> str:
+        """Get-or-create the nested run of a stage under the parent, marked RUNNING;
+        ``slug`` (letters, digits, ``._-``) finds it again on resume."""
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{STAGE_TAG}` = '{slug}' and "
+            f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'",
+            max_results=1,
+        )
+        if found:
+            run_id = found[0].info.run_id
+            self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+            return run_id
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=label,
+            tags={PARENT_TAG: self.parent_run_id, STAGE_TAG: slug, **tags},
+        )
+        self.log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def nest_trials_under(self, run_id: str, tags: Mapping[str, str]) -> None:
+        """Trial runs opened from now on nest under ``run_id`` and carry ``tags``. Flush the
+        writer first: queued writes read this when they run."""
+        self._trials_parent = run_id
+        self._trial_tags = dict(tags)
 
     # ---- child runs (called on the writer thread) -------------------------------------
     def child_run(self, trial_id: str) -> str | None:
@@ -144,7 +181,11 @@ class Tracker:
         run = self.client.create_run(
             self.experiment_id,
             run_name=run_name,
-            tags={PARENT_TAG: self.parent_run_id, TRIAL_ID_TAG: trial_id},
+            tags={
+                PARENT_TAG: self._trials_parent or self.parent_run_id,
+                TRIAL_ID_TAG: trial_id,
+                **self._trial_tags,
+            },
         )
         run_id = run.info.run_id
         self._child_runs[trial_id] = run_id
@@ -174,7 +215,7 @@ class Tracker:
         return self.client.search_runs([self.experiment_id], filter_string=self._of_parent())
 
     def _of_parent(self) -> str:
-        return f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'"
+        return f"tags.`{PARENT_TAG}` = '{self._trials_parent or self.parent_run_id}'"
 
 
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:

@@ -3,6 +3,7 @@ failure policy; a new Tuner, or the interrupted one restored from the sweep fold
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from ray import tune
@@ -44,6 +45,8 @@ def make_searcher(settings: Settings) -> SearchAlgorithm | Any:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler: optuna.samplers.BaseSampler
     if name == "quasi_random":
+        # Optuna marks QMCSampler experimental; the warning tells users nothing they can act on.
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         sampler = optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=settings.seed)
     else:
         sampler = optuna.samplers.TPESampler(
@@ -61,9 +64,14 @@ def total_trials(settings: Settings) -> int:
 
 
 def fit(
-    settings: Settings, base: dict[str, Any], folder: SweepFolder, tracker: Tracker
+    settings: Settings,
+    base: dict[str, Any],
+    folder: SweepFolder,
+    tracker: Tracker,
+    name: str = TUNE_DIR,
 ) -> tuple[Any, bool]:
-    """Run (or resume) the sweep; returns Tune's ResultGrid and whether it was interrupted."""
+    """Run (or resume) the sweep; returns Tune's ResultGrid and whether it was interrupted.
+    ``name``: the experiment folder, one per stage when a sweep has several (sweep/rounds.py)."""
     mlflow_logger = MlflowTrialLogger(tracker, settings.dims, settings.max_epochs)
     stopper = TrialStopper(settings.metric)  # before a restore, which unpickles it
     progress = ProgressLine(
@@ -79,7 +87,7 @@ def fit(
         ),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
     )
-    experiment = f"{storage_path(settings, folder)}/{TUNE_DIR}"
+    experiment = f"{storage_path(settings, folder)}/{name}"
     if tune.Tuner.can_restore(experiment):
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
     else:
@@ -97,7 +105,7 @@ def fit(
                 reuse_actors=True,
             ),
             run_config=tune.RunConfig(
-                name=TUNE_DIR,
+                name=name,
                 storage_path=str(storage_path(settings, folder)),
                 callbacks=[mlflow_logger, progress],
                 stop=stopper,
@@ -111,7 +119,20 @@ def fit(
             ),
         )
     results = tuner.fit()
-    return results, bool(mlflow_logger.unfinished)
+    # On SIGINT Tune may end without on_experiment_end seeing the pending trials: a trial
+    # that is neither terminated nor errored also means the run was cut short.
+    cut_short = results.num_terminated + results.num_errors < len(results)
+    return results, bool(mlflow_logger.unfinished) or cut_short
+
+
+def load_results(settings: Settings, folder: SweepFolder, name: str) -> Any:
+    """The ResultGrid of a stage that already finished, read from its folder (no trial runs)."""
+    from ray.tune import ExperimentAnalysis, ResultGrid
+
+    path = f"{storage_path(settings, folder)}/{name}"
+    return ResultGrid(
+        ExperimentAnalysis(path, default_metric=settings.metric, default_mode=settings.mode)
+    )
 
 
 def storage_path(settings: Settings, folder: SweepFolder) -> str:

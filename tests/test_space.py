@@ -99,3 +99,30 @@ def test_sampled_value_reaches_interpolating_keys() -> None:
     assert base["model"]["head"] == "${model.hidden}"
     applied = apply_values(base, {"model.hidden": 256})
     assert applied["model"] == {"hidden": 256, "head": 256}
+
+
+ROLES = [
+    ({"type": "choice", "values": ["adam", "sgd"], "role": "scientific"}, "scientific"),
+    ({"type": "grid", "values": [1, 2], "role": "scientific"}, "scientific"),
+    ({"type": "loguniform", "low": 1e-4, "high": 1e-1, "role": "nuisance"}, "nuisance"),
+    ({"type": "uniform", "low": 0, "high": 1}, "nuisance"),
+]
+
+
+@pytest.mark.parametrize(("spec", "role"), ROLES)
+def test_dimension_role(spec, role) -> None:
+    (dim,) = parse_space({"m": {"x": spec}})
+    assert dim.role == role
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"type": "uniform", "low": 0, "high": 1, "role": "scientific"}, "needs type choice"),
+        ({"type": "choice", "values": [1], "role": "fixed"}, "search_space.m.x.role: 'fixed'"),
+    ],
+)
+def test_bad_role_is_rejected(spec, message) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_space({"m": {"x": spec}})
+    assert message in str(caught.value)

@@ -1,0 +1,246 @@
+"""Batch-size probe: training throughput per batch size, measured, to choose the batch size.
+
+    sweep probe=batch_size                 # the configured model and data, in this process
+    sweep probe=batch_size model=cnn trainer.accelerator=gpu
+
+Batch size is not a knob for validation performance; it sets how fast training runs. The
+tuning practice: use the largest batch size that still increases training throughput
+(examples per second), measured at powers of two until memory runs out. For each size this
+trains the real model on the real DataLoader for ``WARMUP_STEPS`` + ``MEASURED_STEPS``
+steps and takes the median examples/second of the measured full-size steps (a step's time
+runs from the end of one step to the end of the next, so data loading counts). It stops when
+memory runs out, when the batch would exceed the training set, or when a doubling gains less
+than ``GAIN``. It recommends the last size that gained, and names the first doubling that
+did not nearly double throughput: past it, something other than per-step overhead bounds
+training (compute, data loading, host-device copies, synchronisation).
+
+No Ray, no MLflow: a table on the terminal, a CSV and a plot in the output folder.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from sweep.errors import ConfigError
+from sweep.space import apply_values
+
+START = 8
+LIMIT = 1 << 16  # a safety stop where neither memory nor the data set stops the probe
+WARMUP_STEPS = 5
+MEASURED_STEPS = 20
+GAIN = 1.1  # a doubling that adds less than 10% throughput: throughput stopped growing
+NEAR_DOUBLE = 1.6  # a doubling under ×1.6 did not "nearly double" throughput
+KEY = "data.batch_size"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    batch_size: int
+    throughput: float  # examples per second, median over measured steps
+    step_ms: float  # median step time
+
+
+@dataclass
+class Probe:
+    rows: list[Measurement]
+    stop: str  # why it stopped
+    train_examples: int | None
+
+    @property
+    def recommended(self) -> int | None:
+        """The largest size reached by doublings that each gained at least ``GAIN``."""
+        if not self.rows:
+            return None
+        best = self.rows[0]
+        for previous, row in zip(self.rows, self.rows[1:], strict=False):
+            if row.throughput < GAIN * previous.throughput:
+                break
+            best = row
+        return best.batch_size
+
+    @property
+    def bottleneck(self) -> tuple[Measurement, Measurement] | None:
+        """The first doubling that did not nearly double throughput."""
+        for previous, row in zip(self.rows, self.rows[1:], strict=False):
+            if row.throughput < NEAR_DOUBLE * previous.throughput:
+                return previous, row
+        return None
+
+
+class StepTimer(L.Callback):
+    """Times full-size training steps after a warm-up, end to end (data loading included)."""
+
+    def __init__(self, batch_size: int, warmup: int) -> None:
+        self.batch_size = batch_size
+        self.warmup = warmup
+        self.steps: list[float] = []
+        self._last: float | None = None
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, i: int
+    ) -> None:
+        if torch.cuda.is_available() and pl_module.device.type == "cuda":
+            torch.cuda.synchronize()  # kernels run asynchronously: wait before reading time
+        now = time.perf_counter()
+        full = _batch_len(batch) == self.batch_size
+        if self._last is not None and trainer.global_step > self.warmup and full:
+            self.steps.append(now - self._last)
+        self._last = now
+
+
+def _batch_len(batch: Any) -> int:
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0])
+    if isinstance(batch, dict):
+        return _batch_len(next(iter(batch.values())))
+    if isinstance(batch, (list, tuple)) and batch:
+        return _batch_len(batch[0])
+    return 0
+
+
+def measure(cfg: dict[str, Any], batch_size: int, verbose: int = 0) -> Measurement | None:
+    """Train ``MEASURED_STEPS`` steps at ``batch_size``; None when no full step was timed."""
+    from sweep.noise import silence
+    from sweep.trial import build
+
+    silence(verbose)  # again: importing Lightning re-enables its start-up banners
+    model, datamodule = build(apply_values(cfg, {KEY: batch_size}))
+    timer = StepTimer(batch_size, WARMUP_STEPS)
+    trainer = L.Trainer(
+        max_steps=WARMUP_STEPS + MEASURED_STEPS + 1,
+        accelerator=cfg["trainer"].get("accelerator", "auto"),
+        devices=1,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[timer],
+    )
+    trainer.fit(model, datamodule=datamodule)
+    if not timer.steps:
+        return None
+    step = statistics.median(timer.steps)
+    return Measurement(batch_size, batch_size / step, step * 1000)
+
+
+def train_examples(cfg: dict[str, Any]) -> int | None:
+    from sweep.trial import build_datamodule
+
+    datamodule = build_datamodule(apply_values(cfg, {})["data"])  # resolves ${seed} etc.
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    dataset = getattr(datamodule.train_dataloader(), "dataset", None)
+    try:
+        return len(dataset)  # type: ignore[arg-type]
+    except TypeError:
+        return None  # an iterable dataset: only memory or throughput stop the probe
+
+
+def probe(cfg: dict[str, Any], verbose: int = 0, show: Any = print) -> Probe:
+    """Double the batch size from ``START`` until a stop condition; ``show`` gets a line per
+    measured size as it is measured."""
+    if "batch_size" not in cfg.get("data", {}):
+        raise ConfigError(KEY, "the probe sets data.batch_size, and this data config has none")
+    examples = train_examples(cfg)
+    rows: list[Measurement] = []
+    size = START
+    while True:
+        if examples is not None and size > examples:
+            stop = f"batch {size} exceeds the training set ({examples} examples)"
+            break
+        if size > LIMIT:
+            stop = f"reached the probe's limit ({LIMIT})"
+            break
+        try:
+            row = measure(cfg, size, verbose)
+        except torch.OutOfMemoryError:
+            stop = f"out of memory at batch {size}"
+            break
+        except RuntimeError as exc:
+            if "out of memory" not in str(exc).lower():
+                raise
+            stop = f"out of memory at batch {size}"
+            break
+        finally:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        if row is None:
+            stop = f"no full batch of {size} to time"
+            break
+        rows.append(row)
+        show(_row_text(row, rows[-2] if len(rows) > 1 else None))
+        if len(rows) > 1 and row.throughput < GAIN * max(r.throughput for r in rows[:-1]):
+            stop = f"throughput stopped growing (under +{GAIN - 1:.0%} at {size})"
+            break
+        size *= 2
+    return Probe(rows, stop, examples)
+
+
+HEADER = f"{'batch_size':>10}  {'examples/s':>11}  {'step ms':>8}  {'vs half':>7}"
+
+
+def _row_text(row: Measurement, previous: Measurement | None) -> str:
+    ratio = f"×{row.throughput / previous.throughput:.2f}" if previous else ""
+    return f"{row.batch_size:>10}  {row.throughput:>11,.0f}  {row.step_ms:>8.2f}  {ratio:>7}"
+
+
+def conclusions(result: Probe) -> list[str]:
+    lines = [f"Stopped: {result.stop}."]
+    if result.recommended is not None:
+        lines.append(
+            f"Recommended: {KEY}={result.recommended} (the largest size whose doubling still "
+            f"gained {GAIN - 1:.0%}+ throughput). Re-tune the learning rate at that size."
+        )
+    bottleneck = result.bottleneck
+    if bottleneck is not None:
+        a, b = bottleneck
+        lines.append(
+            f"Bottleneck: doubling {a.batch_size} → {b.batch_size} raised throughput only "
+            f"×{b.throughput / a.throughput:.2f}, not ~×2. Past {a.batch_size} a step's cost "
+            "grows with the batch: the device is saturated, or data loading, host-device "
+            "copies or synchronisation bound it. Larger batches buy little speed."
+        )
+    return lines
+
+
+def save(result: Probe, folder: Path) -> tuple[Path, Path]:
+    """``batch_size.csv`` and ``batch_size.png`` (throughput against batch size, log2 axis,
+    with ideal linear scaling from the smallest size for reference)."""
+    import pandas as pd
+
+    from sweep.plots import probe_plot
+
+    folder.mkdir(parents=True, exist_ok=True)
+    table = folder / "batch_size.csv"
+    pd.DataFrame([row.__dict__ for row in result.rows]).to_csv(table, index=False)
+    return table, probe_plot(result, folder / "batch_size.png")
+
+
+def run_probe(base: dict[str, Any], settings: Any) -> int:
+    from sweep.folder import new_folder
+
+    print(f"Batch-size probe of {settings.name}: training throughput per batch size")
+    # Measure what a trial gets: its CPU threads (resources.cpu), its accelerator.
+    threads = max(1, int(settings.cpus_per_trial))
+    torch.set_num_threads(threads)
+    print(
+        f"(median of {MEASURED_STEPS} steps after {WARMUP_STEPS} warm-up steps, in this "
+        f"process, {threads} CPU thread(s) as a trial gets with resources.cpu={threads})"
+    )
+    print(HEADER, flush=True)
+    result = probe(base, settings.verbose, show=lambda line: print(line, flush=True))
+    folder = new_folder(settings.output_dir, f"{settings.name}_probe").path
+    table, plot = save(result, folder)
+    for line in conclusions(result):
+        print(line)
+    print(f"Table: {table}\nPlot:  {plot}")
+    return 0

@@ -1,0 +1,126 @@
+"""What a finished sweep teaches, beyond its best trial: boundary warnings, what each
+refinement round achieved, the scientific comparison, the notices, and the plots.
+
+Everything here is plain data and strings (``Review.lines()`` for the summary,
+``Review.as_dict()`` for ``checks.json``), so the summary can lay it out as it likes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sweep import advice, boundary, plots, roles
+from sweep.boundary import BoundaryWarning
+from sweep.display import format_value, short_key
+from sweep.settings import Settings
+
+CHECKS_FILE = "checks.json"
+PLOTS_DIR = "plots"
+
+
+@dataclass
+class Review:
+    notices: list[str] = field(default_factory=list)
+    warnings: list[BoundaryWarning] = field(default_factory=list)
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    comparison: roles.Comparison | None = None
+    plots: list[Path] = field(default_factory=list)
+
+    def lines(self, metric: str) -> list[str]:
+        out: list[str] = []
+        if self.rounds:
+            out += ["", *round_table(self.rounds, metric)]
+        if self.comparison is not None:
+            out += ["", *self.comparison.lines()]
+        if self.warnings:
+            out += ["", "Search-space boundaries:"]
+            out += [f"  warning: {w.message}" for w in self.warnings]
+            overrides = [w.override for w in self.warnings if w.override]
+            if overrides:
+                out.append(f"  next sweep: sweep {' '.join(dict.fromkeys(overrides))}")
+        if self.notices:
+            out += ["", *self.notices]
+        if self.plots:
+            out += ["", "Plots: " + ", ".join(str(p) for p in self.plots)]
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "notices": self.notices,
+            "boundary_warnings": [w.as_dict() for w in self.warnings],
+            "rounds": self.rounds,
+            "scientific": self.comparison.as_dict() if self.comparison else None,
+            "plots": [p.name for p in self.plots],
+        }
+
+
+def review(rows: Sequence[Any], settings: Settings, stages: Sequence[Any], folder: Path) -> Review:
+    """``rows``: every trial, ranked; ``stages``: rounds.StageResult list (empty for a plain
+    sweep)."""
+    result = Review(notices=advice.before_sweep(settings))
+    result.warnings = boundary_warnings(rows, settings)
+    result.rounds = [
+        {
+            "stage": s.stage.label,
+            "group": s.stage.group,
+            "round": s.stage.round,
+            "trials": len(s.rows),
+            "best": s.best(settings.mode),
+            "space": {d.key: [d.low, d.high] for d in s.dims if d.is_numeric},
+        }
+        for s in stages
+        if s.stage.rounds > 1
+    ]
+    result.comparison = roles.compare(settings.dims, rows, settings.metric, settings.mode)
+    plot_dir = folder / PLOTS_DIR
+    made = [
+        plots.metric_vs_params(
+            rows, settings.dims, settings.metric, plot_dir / "metric_vs_params.png"
+        ),
+        plots.learning_curves(rows, settings.metric, plot_dir / "learning_curves.png"),
+    ]
+    if result.comparison is not None:
+        made.append(plots.isolation(result.comparison, plot_dir / "isolation.png"))
+    result.plots = [p for p in made if p is not None]
+    return result
+
+
+def boundary_warnings(rows: Sequence[Any], settings: Settings) -> list[BoundaryWarning]:
+    """The check on the configured ranges, per scientific value (each has its own optimum:
+    SGD's best learning rate is not Adam's)."""
+    scientific = [d.key for d in settings.dims if d.role == "scientific"]
+    nuisance = [d for d in settings.dims if d.role != "scientific"]
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        if math.isfinite(row.best):
+            groups.setdefault(tuple(row.values.get(k) for k in scientific), []).append(row.values)
+    warnings = []
+    for combo, ranked in groups.items():
+        label = ", ".join(f"{short_key(k)}={v}" for k, v in zip(scientific, combo, strict=True))
+        warnings += boundary.check(nuisance, ranked, group=label)
+    return warnings
+
+
+def round_table(rounds: list[dict[str, Any]], metric: str) -> list[str]:
+    header = ["stage", "trials", f"best {metric}", "space"]
+    body = [
+        [
+            r["stage"],
+            str(r["trials"]),
+            format_value(r["best"]) if math.isfinite(r["best"]) else "-",
+            "  ".join(
+                f"{short_key(k)} {format_value(lo)}..{format_value(hi)}"
+                for k, (lo, hi) in r["space"].items()
+            ),
+        ]
+        for r in rounds
+    ]
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    return ["Coarse to fine (each round searches around the best of the rounds before):"] + [
+        "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *body]
+    ]
