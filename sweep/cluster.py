@@ -57,7 +57,7 @@ def start_ray(settings: Settings) -> None:
     try:
         if address != LOCAL:
             check_storage_shared(storage)
-        check_resources(settings, alive_nodes())
+        check_resources(settings, [node["Resources"] for node in alive_nodes()])
     except ConfigError:
         ray.shutdown()
         raise
@@ -274,20 +274,21 @@ def alive_nodes() -> list[dict[str, Any]]:
     return [node for node in ray.nodes() if node.get("Alive")]
 
 
-def check_resources(settings: Settings, nodes: list[dict[str, Any]]) -> None:
-    """A trial runs on one node: it must fit on the largest one, not just in the total."""
-    cpus = max((n["Resources"].get("CPU", 0.0) for n in nodes), default=0.0)
-    gpus = max((n["Resources"].get("GPU", 0.0) for n in nodes), default=0.0)
-    where = "this machine" if len(nodes) <= 1 else "the largest node"
+def check_resources(settings: Settings, nodes: list[dict[str, float]]) -> None:
+    """A trial runs on one node: it must fit on the largest one (``nodes`` holds each
+    node's resources, e.g. ``{"CPU": 8, "GPU": 1}``), not just in the cluster's total."""
+    cpus = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
+    gpus = max((n.get("GPU", 0.0) for n in nodes), default=0.0)
+    where = "the cluster has" if len(nodes) <= 1 else "the largest node has"
     if settings.cpus_per_trial > cpus:
         raise ConfigError(
             "resources.cpu",
-            f"{settings.cpus_per_trial:g} CPUs per trial, but {where} has {cpus:g}; "
+            f"{settings.cpus_per_trial:g} CPUs per trial, but {where} {cpus:g}; "
             f"set resources.cpu<={cpus:g}",
         )
     if settings.gpus_per_trial > gpus:
         raise ConfigError(
             "resources.gpu",
-            f"{settings.gpus_per_trial:g} GPUs per trial, but {where} has {gpus:g}; "
+            f"{settings.gpus_per_trial:g} GPUs per trial, but {where} {gpus:g}; "
             "set resources.gpu=0 or add a GPU node",
         )

@@ -10,8 +10,8 @@ from sweep.errors import ConfigError
 from sweep.settings import load_settings
 
 
-def node(cpu: float, gpu: float = 0.0) -> dict:
-    return {"NodeID": "n", "Alive": True, "Resources": {"CPU": cpu, "GPU": gpu}}
+def node(cpu: float, gpu: float = 0.0) -> dict[str, float]:
+    return {"CPU": cpu, "GPU": gpu}
 
 
 @pytest.mark.parametrize(
@@ -19,7 +19,7 @@ def node(cpu: float, gpu: float = 0.0) -> dict:
     [
         (1, 0, [node(1)], None),
         (2, 0, [node(1), node(1)], "resources.cpu: 2 CPUs per trial, but the largest node has 1"),
-        (4, 0, [node(2)], "resources.cpu: 4 CPUs per trial, but this machine has 2"),
+        (4, 0, [node(2)], "resources.cpu: 4 CPUs per trial, but the cluster has 2"),
         (1, 0.25, [node(8), node(4, gpu=1)], None),
         (
             1,
