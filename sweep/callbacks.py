@@ -26,6 +26,7 @@ from sweep.outcome import (
 )
 from sweep.space import Dimension, config_values
 from sweep.tracking import END_REASON_TAG, Tracker
+from sweep.trial import NODE_ID_KEY
 
 
 def run_name(trial_id: str, values: dict[str, Any], experiment_tag: str = "") -> str:
@@ -58,7 +59,8 @@ class MlflowTrialLogger(LiveCallback):
     ) -> None:
         metrics = user_metrics(result)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
-        trial_id, node = trial.trial_id, result.get("hostname", "")
+        trial_id, host = trial.trial_id, result.get("hostname", "")
+        node_id = result.get(NODE_ID_KEY, "")
         first = step == 1 or result.get("iterations_since_restore") == 1
 
         def write() -> None:
@@ -74,7 +76,8 @@ class MlflowTrialLogger(LiveCallback):
             self.tracker.log_metrics(metrics, step=step, run_id=run_id)
             self._logged_step[trial_id] = step
             if first:
-                self.tracker.set_tags({"sweep.node": node}, run_id)
+                # Where the trial runs (again after a retry on another node).
+                self.tracker.set_tags({"sweep.node": host, "sweep.node_id": node_id}, run_id)
 
         self.tracker.writer.submit(write)
 

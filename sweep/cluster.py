@@ -1,13 +1,30 @@
-"""The Ray cluster a sweep runs on: an embedded one (``cluster=local``) or an existing
-cluster joined by address (``cluster=remote``), checked before the first trial."""
+"""The Ray cluster a sweep runs on, checked before the first trial.
+
+``cluster=local`` starts an embedded Ray on this machine. ``cluster=remote`` joins a running
+cluster (``cluster.address=auto`` on one of its nodes, or ``head_ip:6379`` from anywhere) and
+checks, each in a few seconds, what would otherwise hang or fail late: the head answers, it
+accepts this machine's auth token, every node can read ``cluster.storage_path``, and one
+trial fits on some node.
+"""
 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import uuid
 from typing import Any
 
 from sweep.errors import ConfigError
 from sweep.settings import Settings
+
+LOCAL = "local"
+# Seconds to wait for the head's TCP port, then for its GCS to answer a probe.
+CONNECT_TIMEOUT_S = 5.0
+PROBE_TIMEOUT_S = 30.0
+# Seconds for every node to start a worker and read the storage marker.
+STORAGE_CHECK_TIMEOUT_S = 120.0
 
 
 def start_ray(settings: Settings) -> None:
@@ -19,21 +36,31 @@ def start_ray(settings: Settings) -> None:
     # silent; the legacy reporter honours verbose=0. verbose=2 brings Ray's table back.
     os.environ["RAY_AIR_NEW_OUTPUT"] = "1" if settings.verbose >= 2 else "0"
     cluster = settings.cluster
+    address = str(cluster.get("address") or LOCAL)
     kwargs: dict[str, Any] = {
         "include_dashboard": False,
         "log_to_driver": settings.verbose >= 1,
         "logging_level": "WARNING" if settings.verbose >= 1 else "ERROR",
         "runtime_env": {"env_vars": trial_env()},
     }
-    if cluster.get("address", "local") == "local":
+    if address == LOCAL:
         kwargs.update(num_cpus=cluster.get("num_cpus"), num_gpus=cluster.get("num_gpus"))
+    else:
+        storage = shared_storage(cluster.get("storage_path"))
+        address = reach_head(address)
     try:
-        ray.init(address=cluster.get("address", "local"), **kwargs)
+        ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError) as exc:
         raise ConfigError(
-            "cluster.address", f"cannot connect to Ray at {cluster.get('address')!r}: {exc}"
+            "cluster.address", f"cannot connect to Ray at {address!r}: {exc}"
         ) from None
-    check_resources(settings, ray.cluster_resources())
+    try:
+        if address != LOCAL:
+            check_storage_shared(storage)
+        check_resources(settings, [node["Resources"] for node in alive_nodes()])
+    except ConfigError:
+        ray.shutdown()
+        raise
 
 
 def trial_env() -> dict[str, str]:
@@ -43,17 +70,225 @@ def trial_env() -> dict[str, str]:
     return {"RAY_CHDIR_TO_TRIAL_DIR": "0", "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
 
 
-def check_resources(settings: Settings, available: dict[str, float]) -> None:
-    cpus, gpus = available.get("CPU", 0.0), available.get("GPU", 0.0)
+# ---- joining a running cluster -----------------------------------------------------------
+def reach_head(address: str) -> str:
+    """``auto`` or ``host:port`` → a head that answers and accepts our token, as host:port.
+
+    Ray's own ``ray.init`` retries a silent or refusing head for minutes and reports a
+    rejected token only as "Failed to connect": both are checked here first, quickly.
+    """
+    from ray._private import services
+
+    if address.startswith("ray://"):
+        raise ConfigError(
+            "cluster.address",
+            f"{address!r} is a Ray Client address; give the head's GCS address "
+            "(head_ip:6379), or run the sweep on the cluster with `ray job submit`",
+        )
+    try:
+        resolved = services.canonicalize_bootstrap_address_or_die(address)
+    except (ConnectionError, ValueError) as exc:
+        raise ConfigError(
+            "cluster.address",
+            f"{address!r}: {str(exc).splitlines()[0]} Give head_ip:6379 instead",
+        ) from None
+    host, _, port = resolved.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            "cluster.address",
+            f"no Ray head answers at {resolved} ({exc}); start it with "
+            "`ray start --head --port=6379` (or `ray up cluster.yaml`) and check the address",
+        ) from None
+    use_token_auth()
+    probe_gcs(resolved)
+    return resolved
+
+
+def use_token_auth() -> None:
+    """Send this machine's Ray token when it has one.
+
+    Ray 2.60 sends its token to an explicit address only when ``RAY_AUTH_MODE=token`` is
+    set in the environment (``address=auto`` turns it on by itself). An explicit
+    ``RAY_AUTH_MODE`` from the user is left alone.
+    """
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
+
+    if AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True):
+        os.environ["RAY_AUTH_MODE"] = "token"
+        Config.initialize("")  # Ray caches its config: let this process see token mode
+
+
+# Runs in a child process: the GCS client retries for up to a minute and prints C++
+# warnings on stderr; a subprocess bounds the wait and keeps them off the user's screen.
+_PROBE = """
+import sys
+from ray._raylet import InnerGcsClient
+from ray.exceptions import AuthenticationError
+try:
+    InnerGcsClient.standalone(sys.argv[1], None, 5000)
+except AuthenticationError as exc:
+    print(exc.message)
+    sys.exit(3)
+except Exception as exc:
+    print(exc)
+    sys.exit(4)
+"""
+
+
+def probe_gcs(address: str) -> None:
+    try:
+        probe = subprocess.run(
+            [sys.executable, "-c", _PROBE, address],
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT_S,
+            env=os.environ.copy(),
+        )
+    except subprocess.TimeoutExpired:
+        raise ConfigError(
+            "cluster.address",
+            f"{address} accepts connections but its Ray GCS did not answer within "
+            f"{PROBE_TIMEOUT_S:g}s; is it a Ray head (port 6379 by default)?",
+        ) from None
+    reason = (probe.stdout.strip().splitlines() or [""])[-1]
+    if probe.returncode == 3:
+        raise ConfigError(
+            "cluster.address",
+            f"the Ray cluster at {address} rejected this machine's auth token ({reason}); "
+            "copy the head's ~/.ray/auth_token here or set RAY_AUTH_TOKEN to it",
+        )
+    if probe.returncode != 0:
+        raise ConfigError(
+            "cluster.address",
+            f"{address} is not a Ray head that answers ({reason or probe.stderr.strip()[-200:]}); "
+            "check the address and port (6379 by default)",
+        )
+
+
+# ---- storage every node can reach ---------------------------------------------------------
+def shared_storage(storage_path: Any) -> str:
+    """The cluster's storage as an absolute path or URI (checked before connecting)."""
+    text = str(storage_path or "").strip()
+    if not text:
+        raise ConfigError(
+            "cluster.storage_path",
+            "required with cluster=remote; a folder every node mounts (NFS) or a URI "
+            "(s3://bucket/sweeps), e.g. cluster.storage_path=/shared/sweeps",
+        )
+    if "://" not in text and not os.path.isabs(os.path.expanduser(text)):
+        raise ConfigError(
+            "cluster.storage_path",
+            f"{text!r} is relative, so each node would read its own folder; give an absolute "
+            "path on a shared filesystem (/shared/sweeps) or a URI (s3://bucket/sweeps)",
+        )
+    return os.path.expanduser(text)
+
+
+def check_storage_shared(storage: str) -> None:
+    """The driver writes a marker; a task on every alive node must read it back.
+
+    Checkpoints are written by trials on their node and read by the driver and by the
+    node a failed trial is retried on: a node-local folder would lose them silently.
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    token = uuid.uuid4().hex
+    marker = f"{storage.rstrip('/')}/.sweep-check-{token}"
+    try:
+        write_marker(marker, token)
+    except OSError as exc:
+        raise ConfigError(
+            "cluster.storage_path", f"cannot write to {storage}: {exc}; check the path"
+        ) from None
+    try:
+        nodes = alive_nodes()
+        read = ray.remote(num_cpus=0, max_retries=0)(read_marker)
+        refs = [
+            read.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+            ).remote(marker)
+            for node in nodes
+        ]
+        try:
+            seen = ray.get(refs, timeout=STORAGE_CHECK_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError:
+            raise ConfigError(
+                "cluster.storage_path",
+                f"nodes did not report within {STORAGE_CHECK_TIMEOUT_S:g}s whether they can "
+                f"read {storage}; is the cluster healthy (`ray status`)?",
+            ) from None
+    finally:
+        remove_marker(marker)
+    blind = [node for node, text in zip(nodes, seen, strict=True) if text != token]
+    if blind:
+        names = ", ".join(f"{n['NodeManagerAddress']} ({n['NodeID'][:8]})" for n in blind)
+        raise ConfigError(
+            "cluster.storage_path",
+            f"{storage} is not shared: {len(blind)} of {len(nodes)} nodes cannot read what "
+            f"this driver wrote there ({names}); use a folder every node mounts (NFS) "
+            "or a URI such as s3://bucket/sweeps",
+        )
+
+
+def _filesystem(uri: str) -> tuple[Any, str]:
+    """pyarrow's filesystem for a local path or a URI (what Ray Tune itself uses)."""
+    import pyarrow.fs
+
+    return pyarrow.fs.FileSystem.from_uri(uri)  # type: ignore[no-any-return]
+
+
+def write_marker(uri: str, text: str) -> None:
+    fs, path = _filesystem(uri)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as out:
+        out.write(text.encode())
+
+
+def read_marker(uri: str) -> str:
+    """Runs as a Ray task on one node: the marker's text, or why it could not be read."""
+    try:
+        fs, path = _filesystem(uri)
+        with fs.open_input_stream(path) as stream:
+            return bytes(stream.read()).decode()
+    except Exception as exc:  # any failure means "this node cannot see it"
+        return f"{type(exc).__name__}: {exc}"
+
+
+def remove_marker(uri: str) -> None:
+    try:
+        fs, path = _filesystem(uri)
+        fs.delete_file(path)
+    except Exception:  # best effort: a leftover marker is a few bytes
+        pass
+
+
+# ---- resources -----------------------------------------------------------------------------
+def alive_nodes() -> list[dict[str, Any]]:
+    import ray
+
+    return [node for node in ray.nodes() if node.get("Alive")]
+
+
+def check_resources(settings: Settings, nodes: list[dict[str, float]]) -> None:
+    """A trial runs on one node: it must fit on the largest one (``nodes`` holds each
+    node's resources, e.g. ``{"CPU": 8, "GPU": 1}``), not just in the cluster's total."""
+    cpus = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
+    gpus = max((n.get("GPU", 0.0) for n in nodes), default=0.0)
+    where = "the cluster has" if len(nodes) <= 1 else "the largest node has"
     if settings.cpus_per_trial > cpus:
         raise ConfigError(
             "resources.cpu",
-            f"{settings.cpus_per_trial:g} CPUs per trial, but the cluster has {cpus:g}; "
+            f"{settings.cpus_per_trial:g} CPUs per trial, but {where} {cpus:g}; "
             f"set resources.cpu<={cpus:g}",
         )
     if settings.gpus_per_trial > gpus:
         raise ConfigError(
             "resources.gpu",
-            f"{settings.gpus_per_trial:g} GPUs per trial, but the cluster has {gpus:g}; "
-            "set resources.gpu=0 or run on a GPU node",
+            f"{settings.gpus_per_trial:g} GPUs per trial, but {where} {gpus:g}; "
+            "set resources.gpu=0 or add a GPU node",
         )

@@ -47,7 +47,7 @@ def run(cfg: DictConfig) -> int:
         check_writable(settings.output_dir)
         probe_tracking(settings.tracking_uri)
         if settings.cluster.get("address", "local") == "local":
-            check_resources(settings, local_resources(settings))  # before Ray starts
+            check_resources(settings, [local_resources(settings)])  # before Ray starts
     check_data(base)
     if settings.single_trial:
         return run_single_trial(base, settings)

@@ -22,6 +22,9 @@ from sweep.noise import silence
 from sweep.space import Dimension, apply_values, config_values
 
 CHECKPOINT_FILE = "model.ckpt"
+# Result key naming the Ray node an epoch ran on (Tune's `hostname` and `node_ip` are the
+# same for every node of one machine, and say nothing of a node that was replaced).
+NODE_ID_KEY = "node_id"
 # Keys in model/data config groups that describe the group instead of configuring the object.
 METADATA_KEYS = ("name",)
 
@@ -101,12 +104,14 @@ class TuneReporter(L.Callback):
     """
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import ray
         from ray import tune
 
-        metrics = epoch_metrics(trainer)
+        result: dict[str, Any] = epoch_metrics(trainer)
+        result[NODE_ID_KEY] = ray.get_runtime_context().get_node_id()
         with tempfile.TemporaryDirectory() as folder:
             trainer.save_checkpoint(Path(folder) / CHECKPOINT_FILE)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+            tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
 def train(
