@@ -14,11 +14,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from typing import Any
 
 from omegaconf import DictConfig
 
-from sweep import report, signals
+from sweep import report, signals, summary
 from sweep.cluster import check_resources, start_ray
 from sweep.errors import ConfigError
 from sweep.folder import (
@@ -47,7 +48,8 @@ def run(cfg: DictConfig) -> int:
         probe_tracking(settings.tracking_uri)
         if settings.cluster.get("address", "local") == "local":
             check_resources(settings, local_resources(settings))  # before Ray starts
-    check_data(base)
+    # Instantiating one section alone needs its references (data.seed: ${seed}) resolved.
+    check_data(apply_values(base, {}))
     if settings.single_trial:
         return run_single_trial(base, settings)
     if settings.resume:
@@ -104,7 +106,7 @@ def run_single_trial(base: dict[str, Any], settings: Settings) -> int:
     from sweep.trial import run_single
 
     print(f"Training one trial of {settings.name} in this process (no Ray, no MLflow)...")
-    history = run_single(base, verbose=settings.verbose)
+    history = run_single(apply_values(base, {}), verbose=settings.verbose)
     if history:
         print(f"final {settings.metric}: {history[-1].get(settings.metric, float('nan')):.4f}")
     return 0
@@ -122,6 +124,7 @@ def run_sweep(settings: Settings, base: dict[str, Any], folder: SweepFolder) -> 
         os.environ["TUNE_PRINT_ALL_TRIAL_ERRORS"] = "0"
         logging.getLogger("ray.tune.tune").setLevel(logging.CRITICAL)  # "did not complete"
     tracker = None
+    print(header(settings, folder), flush=True)
     try:
         start_ray(settings)
         with signals.graceful_stop():
@@ -129,6 +132,7 @@ def run_sweep(settings: Settings, base: dict[str, Any], folder: SweepFolder) -> 
                 tracker = open_tracking(settings, base, folder)
                 from sweep.tuning import fit
 
+                started = time.monotonic()
                 results, interrupted = fit(settings, base, folder, tracker)
                 tracker.writer.flush()
                 if interrupted or signals.received():
@@ -136,9 +140,12 @@ def run_sweep(settings: Settings, base: dict[str, Any], folder: SweepFolder) -> 
                 missing_metric(settings, folder, tracker)
                 rows = report.collect(results, settings)
                 close_stale_children(tracker, rows)
-                summary = report.finish(rows, settings, base, folder, tracker)
+                result = report.finish(rows, settings, base, folder, tracker)
+                description = summary.note(result, settings, describe(settings, folder))
+                tracker.set_tags({summary.NOTE_TAG: description})
+                tracker.end_parent(result.status)
                 folder.write_state(status=FINISHED)
-                print(summary)
+                print(summary.render(result, settings, time.monotonic() - started), flush=True)
                 return 0
             except KeyboardInterrupt:  # outside Tune's own handling: start-up or the report
                 return interrupt(folder, tracker)
@@ -224,7 +231,7 @@ def start_parent(
         "sweep.searcher": settings.searcher["name"],
         "sweep.scheduler": settings.scheduler["name"],
         "sweep.seed": str(settings.seed),
-        "mlflow.note.content": describe(settings),
+        summary.NOTE_TAG: describe(settings, folder),
     }
     commit = git_commit()
     if commit:
@@ -234,12 +241,18 @@ def start_parent(
     folder.write_state(parent_run_id=run_id, experiment_id=tracker.experiment_id)
 
 
-def describe(settings: Settings) -> str:
-    tuned = ", ".join(d.key for d in settings.dims) or "nothing (fixed config)"
+def describe(settings: Settings, folder: SweepFolder) -> str:
+    """The parent run's description while the sweep runs (Markdown, shown in MLflow)."""
+    return summary.describe(settings, folder.path)
+
+
+def header(settings: Settings, folder: SweepFolder) -> str:
+    """The first line a user sees: what runs, and where its outputs go."""
+    stopping = "ASHA" if settings.scheduler["name"] == "asha" else "no early stopping"
+    tuned = " ".join(d.key.rsplit(".", 1)[-1] for d in settings.dims) or "nothing"
     return (
-        f"Sweep of {settings.num_samples} trials × up to {settings.max_epochs} epochs, "
-        f"{settings.searcher['name']} search, {settings.scheduler['name']} scheduler, "
-        f"optimising {settings.metric} ({settings.mode}). Tuned: {tuned}."
+        f"Sweep {settings.name}: {settings.num_samples} trials × ≤{settings.max_epochs} epochs, "
+        f"{settings.searcher['name']} search, {stopping}, tuning {tuned} → {folder.path}"
     )
 
 

@@ -91,6 +91,12 @@ def running_stopper() -> TrialStopper:
     return _STOPPERS[0]
 
 
-def trial_number(trial_id: str) -> int:
-    """Tune ids look like ``4f2a1_00007``; the suffix counts trials from 0."""
-    return int(trial_id.rsplit("_", 1)[-1])
+def trial_number(trial_id: str, experiment_tag: str | None = None) -> int:
+    """Tune's random search ids look like ``4f2a1_00007``: the suffix counts trials from 0.
+    Searchers (Optuna's quasi_random, tpe) give bare ids (``ddd87896``); their experiment
+    tag (``3_model.lr=...``) counts from 1 instead."""
+    suffix = trial_id.rsplit("_", 1)[-1]
+    if suffix.isdigit() and "_" in trial_id:
+        return int(suffix)
+    head = (experiment_tag or "").split("_", 1)[0]
+    return int(head) - 1 if head.isdigit() else 0

@@ -64,9 +64,7 @@ def fit(
     """Run (or resume) the sweep; returns Tune's ResultGrid and whether it was interrupted."""
     mlflow_logger = MlflowTrialLogger(tracker, settings.dims, settings.max_epochs)
     stopper = TrialStopper(settings.metric)  # before a restore, which unpickles it
-    progress = ProgressLine(
-        total_trials(settings), settings.metric, settings.mode, settings.max_epochs
-    )
+    progress = ProgressLine.for_sweep(settings, total_trials(settings))
     trainable = tune.with_resources(
         tune.with_parameters(
             trial.train,
