@@ -29,9 +29,15 @@ from sweep.tracking import END_REASON_TAG, Tracker
 from sweep.trial import NODE_ID_KEY
 
 
-def run_name(trial_id: str, values: dict[str, Any], experiment_tag: str = "") -> str:
+def run_name(
+    trial_id: str,
+    values: dict[str, Any],
+    experiment_tag: str = "",
+    dims: list[Dimension] | None = None,
+) -> str:
+    """``trial 003  lr=2.2e-3 hidden=128 dropout=0.37``: sortable, and says what was tried."""
     number = trial_number(trial_id, experiment_tag)
-    return f"trial {number:03d}  {describe_point(values)}".strip()
+    return f"trial {number:03d}  {describe_point(values, dims or [])}".strip()
 
 
 class MlflowTrialLogger(LiveCallback):
@@ -51,7 +57,10 @@ class MlflowTrialLogger(LiveCallback):
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
         values = config_values(self.dims, trial.config)
-        trial_id, name = trial.trial_id, run_name(trial.trial_id, values, trial.experiment_tag)
+        trial_id, name = (
+            trial.trial_id,
+            run_name(trial.trial_id, values, trial.experiment_tag, self.dims),
+        )
         self.tracker.writer.submit(lambda: self.tracker.open_child(trial_id, name, values))
 
     def on_trial_result(
@@ -93,9 +102,9 @@ class MlflowTrialLogger(LiveCallback):
         """A failed trial about to be retried from its last checkpoint: same run, noted."""
         trial_id, retries = trial.trial_id, trial.num_failures
         error = _last_line(trial.error_file)
+        number = trial_number(trial_id, trial.experiment_tag)
         print(
-            f"\ntrial {trial_number(trial_id)} failed ({_short(error)}); retry {retries} "
-            "from its last checkpoint",
+            f"\ntrial {number} failed ({_short(error)}); retry {retries} from its last checkpoint",
             file=sys.stderr,
             flush=True,
         )
@@ -129,7 +138,7 @@ class MlflowTrialLogger(LiveCallback):
     ) -> None:
         error = _short(_last_line(trial.error_file))
         print(
-            f"\ntrial {trial_number(trial.trial_id)} failed ({error}); "
+            f"\ntrial {trial_number(trial.trial_id, trial.experiment_tag)} failed ({error}); "
             "no retries left, the sweep goes on",
             file=sys.stderr,
             flush=True,

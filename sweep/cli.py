@@ -25,6 +25,7 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from sweep import help as help_page
 from sweep.errors import EXIT_BAD_INPUT, ConfigError
 
 _task_started = False
@@ -50,8 +51,12 @@ def main() -> None:
     # Hydra prints its own composition errors over many lines and exits 1; let them
     # through instead so they become our one line and exit code 2.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    help_page.register()
     try:
         _main()
+    except BrokenPipeError:  # `sweep --help | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         if _task_started:  # a bug inside the sweep, not the command line: show all of it
             raise

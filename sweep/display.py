@@ -1,24 +1,79 @@
-"""How hyperparameters and metrics are written for people: 3.2e-03, 0.9722, 128."""
+"""How hyperparameters and metrics are written for people: 3.2e-3, 0.9722, 128, 0.9995.
+
+One place, so the progress line, the summary, MLflow run names and the parent run's
+description all show a value the same way.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from sweep.space import Dimension
 
 
 def format_value(value: Any) -> str:
+    """A metric or an untuned number: four significant digits, scientific when tiny or huge."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
     if isinstance(value, int):
         return str(value)
-    if value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e4):
-        return f"{value:.1e}"
-    return f"{value:.4g}"
+    if not math.isfinite(value):
+        return str(value)
+    if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+        return _scientific(value, 3)
+    return f"{value:#.4g}".rstrip(".")  # 0.9750, not 0.975: metrics line up in columns
+
+
+def format_param(value: Any, dim: Dimension | None = None) -> str:
+    """A sampled hyperparameter, in the scale it was sampled in: log-scale values as
+    ``3.2e-3`` (the exponent is what matters), ``one_minus_log`` ones with enough nines
+    (0.9995), linear ones with three significant digits."""
+    if isinstance(value, bool) or not isinstance(value, float) or not math.isfinite(value):
+        return format_value(value)
+    if dim is not None and dim.type == "one_minus_log" and 0 < value < 1:
+        decimals = 1 - math.floor(math.log10(1 - value))  # two digits of 1 - value
+        return f"{value:.{decimals}f}"
+    if dim is not None and dim.scale == "log" and value > 0:
+        return _scientific(value, 2)
+    if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+        return _scientific(value, 2)
+    return f"{value:.3g}"
+
+
+def _scientific(value: float, digits: int) -> str:
+    """``0.0032`` → ``3.2e-3`` (no zero-padded exponent, no trailing zeros)."""
+    mantissa, exponent = f"{value:.{digits - 1}e}".split("e")
+    if "." in mantissa:
+        mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exponent)}"
 
 
 def short_key(key: str) -> str:
-    """``model.lr`` → ``lr``: enough to tell dimensions apart in a run name or table."""
+    """``model.lr`` → ``lr``: the last part of one key (see :func:`short_keys` for a set)."""
     return key.rsplit(".", 1)[-1]
 
 
-def describe_point(values: dict[str, Any]) -> str:
-    return " ".join(f"{short_key(k)}={format_value(v)}" for k, v in values.items())
+def short_keys(keys: Iterable[str]) -> dict[str, str]:
+    """``model.lr`` → ``lr``: the shortest dotted suffix that still tells the keys apart
+    (``model.lr`` and ``optim.lr`` stay whole)."""
+    keys = list(keys)
+    short: dict[str, str] = {}
+    for key in keys:
+        parts = key.split(".")
+        for n in range(1, len(parts) + 1):
+            suffix = ".".join(parts[-n:])
+            if sum(1 for k in keys if k == suffix or k.endswith("." + suffix)) == 1:
+                short[key] = suffix
+                break
+        else:
+            short[key] = key
+    return short
+
+
+def describe_point(values: Mapping[str, Any], dims: Sequence[Dimension] = ()) -> str:
+    """``lr=3.2e-3 hidden=128 dropout=0.21``: a trial's point, for run names and tables."""
+    by_key = {dim.key: dim for dim in dims}
+    names = short_keys(values)
+    return " ".join(f"{names[k]}={format_param(v, by_key.get(k))}" for k, v in values.items())

@@ -14,12 +14,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from omegaconf import DictConfig
 
-from sweep import advice, report, signals
+from sweep import advice, report, signals, summary
 from sweep.cluster import check_resources, start_ray
 from sweep.errors import ConfigError
 from sweep.folder import (
@@ -109,7 +110,7 @@ def run_single_trial(base: dict[str, Any], settings: Settings) -> int:
     from sweep.trial import run_single
 
     print(f"Training one trial of {settings.name} in this process (no Ray, no MLflow)...")
-    history = run_single(base, verbose=settings.verbose)
+    history = run_single(apply_values(base, {}), verbose=settings.verbose)
     if history:
         print(f"final {settings.metric}: {history[-1].get(settings.metric, float('nan')):.4f}")
     return 0
@@ -128,6 +129,7 @@ def run_sweep(settings: Settings, base: dict[str, Any], folder: SweepFolder) -> 
         logging.getLogger("ray.tune.tune").setLevel(logging.CRITICAL)  # "did not complete"
     tracker = None
     preparing = None
+    print(header(settings, folder), flush=True)
     try:
         if settings.cluster.get("address", "local") == "local":
             # Opening the MLflow store (migrations on a new SQLite file: ~2 s) overlaps
@@ -142,15 +144,19 @@ def run_sweep(settings: Settings, base: dict[str, Any], folder: SweepFolder) -> 
                 tracker = open_tracking(settings, base, folder, store)
                 for notice in advice.before_sweep(settings):
                     print(notice, flush=True)
+                started = time.monotonic()
                 stages, rows, interrupted = fit_stages(settings, base, folder, tracker)
                 tracker.writer.flush()
                 if interrupted or signals.received():
                     return interrupt(folder, tracker)
                 missing_metric(settings, folder, tracker)
                 close_stale_children(tracker, rows)
-                summary = report.finish(rows, settings, base, folder, tracker, stages)
+                result = report.finish(rows, settings, base, folder, tracker, stages)
+                description = summary.note(result, settings, describe(settings, folder))
+                tracker.set_tags({summary.NOTE_TAG: description})
+                tracker.end_parent(result.status)
                 folder.write_state(status=FINISHED)
-                print(summary)
+                print(summary.render(result, settings, time.monotonic() - started), flush=True)
                 return 0
             except KeyboardInterrupt:  # outside Tune's own handling: start-up or the report
                 return interrupt(folder, tracker)
@@ -269,7 +275,7 @@ def start_parent(
         "sweep.searcher": settings.searcher["name"],
         "sweep.scheduler": settings.scheduler["name"],
         "sweep.seed": str(settings.seed),
-        "mlflow.note.content": describe(settings),
+        summary.NOTE_TAG: describe(settings, folder),
     }
     commit = git_commit()
     if commit:
@@ -279,12 +285,18 @@ def start_parent(
     folder.write_state(parent_run_id=run_id, experiment_id=tracker.experiment_id)
 
 
-def describe(settings: Settings) -> str:
-    tuned = ", ".join(d.key for d in settings.dims) or "nothing (fixed config)"
+def describe(settings: Settings, folder: SweepFolder) -> str:
+    """The parent run's description while the sweep runs (Markdown, shown in MLflow)."""
+    return summary.describe(settings, folder.path)
+
+
+def header(settings: Settings, folder: SweepFolder) -> str:
+    """The first line a user sees: what runs, and where its outputs go."""
+    stopping = "ASHA" if settings.scheduler["name"] == "asha" else "no early stopping"
+    tuned = " ".join(d.key.rsplit(".", 1)[-1] for d in settings.dims) or "nothing"
     return (
-        f"Sweep of {settings.num_samples} trials × up to {settings.max_epochs} epochs, "
-        f"{settings.searcher['name']} search, {settings.scheduler['name']} scheduler, "
-        f"optimising {settings.metric} ({settings.mode}). Tuned: {tuned}."
+        f"Sweep {settings.name}: {settings.num_samples} trials × ≤{settings.max_epochs} epochs, "
+        f"{settings.searcher['name']} search, {stopping}, tuning {tuned} → {folder.path}"
     )
 
 

@@ -1,5 +1,5 @@
-"""After the sweep: the results table, the best config as a re-runnable YAML, and the
-summary a user reads at the end."""
+"""After the sweep: the results table, the best config as a re-runnable YAML, and the facts
+the summary is rendered from (the rendering itself is sweep/summary.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from sweep.display import format_value, short_key
-from sweep.outcome import end_reason, trial_number
+from sweep.outcome import DIVERGED, ERROR, end_reason, trial_number
 from sweep.redact import redact
 from sweep.settings import Settings
 from sweep.space import apply_values, config_values
@@ -41,6 +40,7 @@ class TrialRow:
     final: float  # value at its last epoch
     values: dict[str, Any]
     checkpoint: str | None
+    error: str | None = None  # the last line of the exception, for trials that raised
     history: pd.DataFrame | None = field(default=None, repr=False)
     experiment_tag: str = ""
     stage: str = ""  # the round / scientific value it ran in, when a sweep has several
@@ -80,11 +80,19 @@ def collect(results: Any, settings: Settings) -> list[TrialRow]:
                 final=float(last.get(settings.metric, math.nan)),
                 values=config_values(list(settings.dims), result.config or {}),
                 checkpoint=checkpoint,
+                error=_last_line(result.error),
                 history=history,
                 experiment_tag=str(last.get("experiment_tag", "")),
             )
         )
     return rank(rows, settings.mode)
+
+
+def _last_line(error: BaseException | None) -> str | None:
+    if error is None:
+        return None
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
 
 
 def _trial_id_from_path(path: str) -> str:
@@ -143,28 +151,29 @@ def write_yaml(path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
-def top_table(rows: list[TrialRow], metric: str, limit: int = 5) -> str:
-    """The top trials as an aligned text table, hyperparameters in natural format."""
-    keys = list(rows[0].values) if rows else []
-    staged = any(row.stage for row in rows)
-    header = ["trial", *(["stage"] if staged else []), metric, "epochs", "end"]
-    header += [short_key(k) for k in keys]
-    body = [
-        [
-            str(row.number),
-            *([row.stage] if staged else []),
-            format_value(row.best) if not math.isnan(row.best) else "-",
-            str(row.epochs),
-            row.end_reason,
-            *[format_value(row.values.get(k)) for k in keys],
-        ]
-        for row in rows[:limit]
-    ]
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True))
-        for line in [header, *body]
-    )
+@dataclass
+class SweepResult:
+    """What a finished sweep left behind: the facts the summary and the MLflow
+    description are rendered from (sweep/summary.py)."""
+
+    rows: list[TrialRow]
+    best: TrialRow | None
+    folder: Path
+    results_file: Path
+    best_file: Path | None
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    # One line each, shown under "Warnings" and in the parent run's description.
+    warnings: list[str] = field(default_factory=list)
+    # The post-sweep review (sweep/review.py): rounds, scientific comparison, boundary
+    # warnings with ready-to-paste overrides, notices, plots — already rendered as lines.
+    review_lines: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        """The parent run's final MLflow status."""
+        return "FINISHED" if self.best is not None else "FAILED"
 
 
 def finish(
@@ -174,9 +183,10 @@ def finish(
     folder: Any,
     tracker: Any,
     stages: Sequence[Any] = (),
-) -> str:
+) -> SweepResult:
     """Write results.csv, best.yaml, checks.json and the plots, attach them to the parent
-    run, close it, and return the summary to print. ``stages``: rounds.StageResult list."""
+    run, and collect the warnings; the caller renders the summary and closes the parent
+    run. ``stages``: rounds.StageResult list (empty for a plain sweep)."""
     from sweep import review
 
     metric = settings.metric
@@ -185,34 +195,27 @@ def finish(
     tracker.log_artifact(results_file)
     findings = review.review(rows, settings, stages, folder.path)
     record_review(findings, folder.path, tracker)
+    findings = review.review(rows, settings, stages, folder.path)
+    record_review(findings, folder.path, tracker)
     best = next((row for row in rows if not math.isnan(row.best)), None)
-    lines = [f"\nSweep {settings.name}: {len(rows)} trials  ({_counts(rows)})", ""]
-    if best is None:
-        lines.append(f"No trial reported {metric}.")
-        tracker.end_parent("FAILED")
-    else:
+    best_file = None
+    if best is not None:
         best_file = write_yaml(folder.path / BEST_FILE, best_config(base, best))
         tracker.log_artifact(best_file)
         tracker.log_metrics({f"best_{metric}": best.best})
         tracker.set_tags({"sweep.best_trial": best.trial_id})
-        tracker.end_parent("FINISHED")
-        lines += [
-            top_table(rows, metric),
-            "",
-            f"Best: trial {best.number}{f' ({best.stage})' if best.stage else ''}  "
-            f"{metric}={format_value(best.best)}",
-            f"  checkpoint  {best.checkpoint}",
-            f"  config      {best_file}",
-            f"  re-train it: sweep --config-dir {folder.path} --config-name best single_trial=true",
-        ]
-    lines += findings.lines(metric)
-    lines += [
-        "",
-        f"Outputs in {folder.path}",
-        f"MLflow: {mlflow_ui_command(tracker.uri)}  then open "
-        f"http://127.0.0.1:5000/#/experiments/{tracker.experiment_id}/runs/{tracker.parent_run_id}",
-    ]
-    return "\n".join(lines)
+    return SweepResult(
+        rows=rows,
+        best=best,
+        folder=folder.path,
+        results_file=results_file,
+        best_file=best_file,
+        tracking_uri=tracker.uri,
+        experiment_id=tracker.experiment_id,
+        parent_run_id=tracker.parent_run_id,
+        warnings=trial_warnings(rows, metric) + writer_warnings(tracker.writer.errors),
+        review_lines=findings.lines(metric),
+    )
 
 
 def record_review(findings: Any, folder: Path, tracker: Any) -> None:
@@ -233,12 +236,31 @@ def record_review(findings: Any, folder: Path, tracker: Any) -> None:
         tracker.set_tags(tags)
 
 
-def _counts(rows: list[TrialRow]) -> str:
-    reasons = [row.end_reason for row in rows]
-    return ", ".join(f"{reasons.count(r)} {r.replace('_', ' ')}" for r in dict.fromkeys(reasons))
+def trial_warnings(rows: list[TrialRow], metric: str) -> list[str]:
+    failed = [row for row in rows if row.end_reason == ERROR]
+    diverged = [row for row in rows if row.end_reason == DIVERGED]
+    silent = [r for r in rows if math.isnan(r.best) and r.end_reason not in (ERROR, DIVERGED)]
+    warnings = []
+    if failed:
+        first = failed[0]
+        warnings.append(
+            f"{len(failed)} trial(s) failed; trial {first.number}: {first.error or 'unknown error'}"
+            " (full traceback: error.txt on its MLflow run)"
+        )
+    if diverged:
+        warnings.append(
+            f"{len(diverged)} trial(s) diverged (NaN/inf loss): lower the top of the "
+            "learning-rate range, or set trainer.gradient_clip_val"
+        )
+    if silent:
+        warnings.append(
+            f"{len(silent)} trial(s) never reported {metric}: does the model log it with "
+            f"self.log('{metric}', ..., on_epoch=True)?"
+        )
+    return warnings
 
 
-def mlflow_ui_command(uri: str) -> str:
-    if uri.startswith("sqlite:"):
-        return f"mlflow ui --backend-store-uri {uri}"
-    return f"(tracking server) {uri}"
+def writer_warnings(errors: list[str]) -> list[str]:
+    if not errors:
+        return []
+    return [f"{len(errors)} MLflow write(s) failed, so the UI misses some data; first: {errors[0]}"]

@@ -74,9 +74,7 @@ def fit(
     ``name``: the experiment folder, one per stage when a sweep has several (sweep/rounds.py)."""
     mlflow_logger = MlflowTrialLogger(tracker, settings.dims, settings.max_epochs)
     stopper = TrialStopper(settings.metric)  # before a restore, which unpickles it
-    progress = ProgressLine(
-        total_trials(settings), settings.metric, settings.mode, settings.max_epochs
-    )
+    progress = ProgressLine.for_sweep(settings, total_trials(settings))
     trainable = tune.with_resources(
         tune.with_parameters(
             trial.train,

@@ -18,6 +18,15 @@ SWEEP = str(Path(sys.executable).with_name("sweep"))
 SMALL = ["num_samples=6", "trainer.max_epochs=4", "scheduler.grace_period=1"]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Allow exactly the warnings sweep/noise.py silences (pyproject makes the rest errors)."""
+    from sweep.noise import SILENCED_WARNINGS
+
+    for pattern, category, _why in SILENCED_WARNINGS:
+        module = "" if category.__module__ == "builtins" else f"{category.__module__}."
+        config.addinivalue_line("filterwarnings", f"ignore:{pattern}:{module}{category.__name__}")
+
+
 @pytest.fixture
 def composed() -> Callable[..., DictConfig]:
     def _compose(*overrides: str) -> DictConfig:

@@ -100,6 +100,7 @@ def test_wrong_server_is_not_taken_for_mlflow(composed, workdir) -> None:
             driver.run(composed(f"tracking.uri={uri}", "tracking=server"))
     finally:
         server.shutdown()
+        server.server_close()  # else an unclosed-socket ResourceWarning (an error in tests)
     assert_nothing_written(workdir)
 
 

@@ -1,0 +1,207 @@
+"""What a user reads about a sweep: the summary printed when it ends, and the same facts
+as Markdown for the MLflow parent run's description (``mlflow.note.content``).
+
+Rendering only: the facts come from :func:`sweep.report.finish`, which wrote the files.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from sweep.display import format_param, format_value, short_keys
+from sweep.report import SweepResult, TrialRow
+from sweep.settings import Settings
+from sweep.space import Dimension
+
+TOP = 5  # trials in the summary's table; results.csv has them all
+UI_PORT = 5000
+NOTE_TAG = "mlflow.note.content"  # the run description shown on the MLflow run page
+
+
+def render(result: SweepResult, settings: Settings, elapsed_s: float | None = None) -> str:
+    """The summary printed at the end of a sweep."""
+    rows, metric = result.rows, settings.metric
+    took = f" in {_duration(elapsed_s)}" if elapsed_s is not None else ""
+    lines = [f"\nSweep {settings.name}: {len(rows)} trials{took}  ({counts(rows)})", ""]
+    if result.best is None:
+        lines.append(f"No trial reported {metric}: nothing to rank.")
+    else:
+        cells = top_cells(rows, settings)
+        lines += ["  " + line for line in _aligned(cells)]
+        more = f"top {TOP} of {len(rows)}; " if len(rows) > TOP else ""
+        every = result.results_file.name
+        lines += [f"  ({more}best {metric} over each trial's epochs; every trial: {every})", ""]
+        best = result.best
+        lines += [
+            f"Best: trial {best.number}{f' ({best.stage})' if best.stage else ''}  "
+            f"{metric}={format_value(best.best)}",
+            f"  re-train it  {retrain_command(result)}",
+            f"  config       {result.best_file}",
+            f"  checkpoint   {best.checkpoint}",
+        ]
+    lines += result.review_lines
+    if result.warnings:
+        lines += ["", "Warnings:", *(f"  ! {w}" for w in result.warnings)]
+    command, url = mlflow_ui(result)
+    lines += ["", f"Outputs  {result.folder}  ({', '.join(_outputs(result))})"]
+    if command:
+        lines += [f"MLflow   {command}", f"         then open {url}"]
+    else:
+        lines += [f"MLflow   open {url}"]
+    return "\n".join(lines)
+
+
+def _outputs(result: SweepResult) -> list[str]:
+    names = [result.results_file.name]
+    if result.best_file is not None:
+        names.append(result.best_file.name)
+    return [*names, "config.yaml", "tune/"]
+
+
+def counts(rows: Sequence[TrialRow]) -> str:
+    """``2 completed, 4 stopped early``."""
+    reasons = [row.end_reason for row in rows]
+    return ", ".join(f"{reasons.count(r)} {r.replace('_', ' ')}" for r in dict.fromkeys(reasons))
+
+
+def top_cells(rows: Sequence[TrialRow], settings: Settings, limit: int = TOP) -> list[list[str]]:
+    """Header + one row per top trial; hyperparameters in the scale they were sampled in."""
+    dims = {dim.key: dim for dim in settings.dims}
+    keys = list(rows[0].values) if rows else []
+    names = short_keys(keys)
+    staged = any(row.stage for row in rows)  # refinement rounds / scientific values
+    header = ["trial", *(["stage"] if staged else []), settings.metric, "epochs", "end"]
+    header += [names[k] for k in keys]
+    body = [
+        [
+            str(row.number),
+            *([row.stage] if staged else []),
+            format_value(row.best) if not math.isnan(row.best) else "-",
+            str(row.epochs),
+            row.end_reason.replace("_", " "),
+            *[format_param(row.values.get(k), dims.get(k)) for k in keys],
+        ]
+        for row in rows[:limit]
+    ]
+    return [header, *body]
+
+
+def _aligned(cells: list[list[str]]) -> list[str]:
+    """Text columns: numbers right-aligned, words left-aligned."""
+    widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
+    numeric = [all(_is_number(line[i]) for line in cells[1:]) for i in range(len(cells[0]))]
+    return [
+        "  ".join(
+            (cell.rjust(w) if num else cell.ljust(w))
+            for cell, w, num in zip(line, widths, numeric, strict=True)
+        ).rstrip()
+        for line in cells
+    ]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return text == "-"
+    return True
+
+
+def retrain_command(result: SweepResult) -> str:
+    return f"sweep --config-dir {result.folder} --config-name best single_trial=true"
+
+
+def mlflow_ui(result: SweepResult) -> tuple[str | None, str]:
+    """The command that serves the UI (None for a tracking server that already does), and
+    the address of this sweep's parent run in it."""
+    # workflowType: open in the "Model training" view (MLflow 3 defaults to its GenAI view).
+    page = (
+        f"#/experiments/{result.experiment_id}/runs/{result.parent_run_id}"
+        "?workflowType=machine_learning"
+    )
+    uri = result.tracking_uri
+    if uri.startswith(("http://", "https://")):
+        return None, f"{uri.rstrip('/')}/{page}"
+    command = f"mlflow ui --backend-store-uri {_hide_password(uri)} --port {UI_PORT}"
+    return command, f"http://127.0.0.1:{UI_PORT}/{page}"
+
+
+def _hide_password(uri: str) -> str:
+    parts = urlsplit(uri)
+    if not parts.password:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+# ---- the MLflow parent run's description (Markdown) -------------------------------------
+def describe(settings: Settings, folder: Path, command: Sequence[str] | None = None) -> str:
+    """What the sweep is, written when it starts: budget, search, what is tuned and how."""
+    argv = ["sweep", *(sys.argv[1:] if command is None else command)]
+    scheduler = settings.scheduler
+    stopping = (
+        f"ASHA early stopping (grace {scheduler['grace_period']} epochs, "
+        f"keeps 1/{format_value(scheduler['reduction_factor'])} at each rung)"
+        if scheduler["name"] == "asha"
+        else "no early stopping"
+    )
+    lines = [
+        f"**{settings.num_samples} trials × up to {settings.max_epochs} epochs**, "
+        f"{settings.searcher['name'].replace('_', '-')} search, {stopping}; "
+        f"optimising `{settings.metric}` ({settings.mode}).",
+        "",
+    ]
+    if settings.dims:
+        lines += ["| tuned | sampled | range |", "|---|---|---|"]
+        lines += [f"| `{d.key}` | {d.type} | {_range(d)} |" for d in settings.dims]
+    else:
+        lines.append("Nothing tuned: every trial trains the same config.")
+    lines += [
+        "",
+        f"Command: `{shlex.join(argv)}`  ",
+        f"Output folder: `{folder}`",
+    ]
+    return "\n".join(lines)
+
+
+def _range(dim: Dimension) -> str:
+    if dim.values:
+        return ", ".join(format_param(v, dim) for v in dim.values)
+    return f"{format_param(dim.low, dim)} … {format_param(dim.high, dim)}"
+
+
+def note(result: SweepResult, settings: Settings, description: str) -> str:
+    """The description at the end: the outcome first, then what the sweep was."""
+    metric, rows = settings.metric, result.rows
+    if result.best is None:
+        head = [f"**No trial reported `{metric}`.** {len(rows)} trials: {counts(rows)}."]
+    else:
+        best = result.best
+        cells = top_cells(rows, settings)
+        best_cells = top_cells([best], settings)[1]
+        point = " ".join(f"{k}={v}" for k, v in zip(cells[0][4:], best_cells[4:], strict=True))
+        head = [
+            f"**Best: trial {best.number}, {metric} = {format_value(best.best)}** ({point}). "
+            f"{len(rows)} trials: {counts(rows)}.",
+            "",
+            "| " + " | ".join(cells[0]) + " |",
+            "|" + "---|" * len(cells[0]),
+            *("| " + " | ".join(line) + " |" for line in cells[1:]),
+            "",
+            f"Re-train the best: `{retrain_command(result)}`",
+        ]
+    if result.warnings:
+        head += ["", "**Warnings**", "", *(f"- {w}" for w in result.warnings)]
+    return "\n".join([*head, "", "---", "", description])
