@@ -116,6 +116,10 @@ def run_single_trial(base: dict[str, Any], settings: Settings) -> int:
     return 0
 
 
+# No trial reported the metric (all failed or diverged): the sweep ran, but produced nothing.
+EXIT_NO_RESULT = 1
+
+
 def run_sweep(settings: Settings, base: dict[str, Any], folder: SweepFolder) -> int:
     import ray
 
@@ -157,7 +161,7 @@ def run_sweep(settings: Settings, base: dict[str, Any], folder: SweepFolder) -> 
                 tracker.end_parent(result.status)
                 folder.write_state(status=FINISHED)
                 print(summary.render(result, settings, time.monotonic() - started), flush=True)
-                return 0
+                return 0 if result.best is not None else EXIT_NO_RESULT
             except KeyboardInterrupt:  # outside Tune's own handling: start-up or the report
                 return interrupt(folder, tracker)
     finally:

@@ -87,7 +87,9 @@ def fit(
     )
     experiment = f"{storage_path(settings, folder)}/{name}"
     if tune.Tuner.can_restore(experiment):
-        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
+        # Interrupted trials are "unfinished" and resume from their checkpoints; a trial
+        # that already spent its retries stays failed: a resume re-runs nothing that ended.
+        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=False)
     else:
         tuner = tune.Tuner(
             trainable,
