@@ -195,8 +195,6 @@ def finish(
     tracker.log_artifact(results_file)
     findings = review.review(rows, settings, stages, folder.path)
     record_review(findings, folder.path, tracker)
-    findings = review.review(rows, settings, stages, folder.path)
-    record_review(findings, folder.path, tracker)
     best = next((row for row in rows if not math.isnan(row.best)), None)
     best_file = None
     if best is not None:
