@@ -63,3 +63,6 @@ def silence(verbose: int = 0) -> None:
         warnings.filterwarnings("ignore", message=pattern, category=category)
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # With a tracking server (tracking=server), MLflow prints two "View run" lines each time
+    # a run ends: one pair per trial, through the progress line.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")

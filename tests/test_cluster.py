@@ -251,6 +251,7 @@ def spread(cluster: Cluster, tmp_path_factory) -> tuple[Path, subprocess.Complet
         cwd=cwd, env=sweep_env(cluster), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "View run" not in proc.stdout  # MLflow's per-run links would bury the progress line
     return cwd, proc
 
 
