@@ -123,7 +123,6 @@ EXIT_NO_RESULT = 1
 def run_sweep(settings: Settings, base: dict[str, Any], folder: SweepFolder) -> int:
     import ray
 
-    silence(settings.verbose)  # again: importing mlflow re-installs its INFO logging
     # Our stopper names the metrics a model does report; Tune's check would only raise.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     if settings.verbose < 1:
@@ -179,6 +178,9 @@ def in_background(call: Any, *args: Any) -> Future:
 def open_store(settings: Settings) -> Any:
     from sweep.tracking import Tracker
 
+    # Importing mlflow (here, first) installs its INFO logging: quiet it again before the
+    # store's "Creating initial MLflow database tables" lines reach the user's terminal.
+    silence(settings.verbose)
     return Tracker(settings.tracking_uri, settings.name)
 
 
@@ -187,9 +189,7 @@ def open_tracking(
 ) -> Any:
     """The MLflow experiment and parent run: a new one, or the resumed sweep's own
     (``tracker``: the store, when it was already opened)."""
-    from sweep.tracking import Tracker
-
-    tracker = tracker or Tracker(settings.tracking_uri, settings.name)
+    tracker = tracker or open_store(settings)
     folder.path.mkdir(parents=True, exist_ok=True)
     state = folder.read_state()
     if state.get("parent_run_id"):
