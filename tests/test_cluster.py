@@ -13,6 +13,7 @@ stopped by pid, also when a test fails (never `ray stop`: it would kill other Ra
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import secrets
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,6 +174,7 @@ class Cluster:
             node.stop()
         for server in self.servers:
             kill([psutil.Process(server.pid), *_children(server.pid)], signal.SIGTERM)
+            server.wait(timeout=10)  # reaped, so no ResourceWarning lands on a later test
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -200,6 +203,11 @@ def cluster() -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.teardown()
+        # Connections to the servers just stopped (MLflow's HTTP pool, Ray's sockets) are
+        # collected here, not as a ResourceWarning in whichever test runs next.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
 
 
 def sweep_args(cluster: Cluster, name: str, *extra: str) -> list[str]:
@@ -348,6 +356,7 @@ def lost_node(cluster: Cluster, tmp_path_factory) -> dict[str, Any]:
     finally:
         if driver.poll() is None:
             kill([psutil.Process(driver.pid), *_children(driver.pid)])
+            driver.wait(timeout=10)
     assert driver.returncode == 0, out
     print(f"killed worker node {worker_id[:8]}: {killed}")
     return {"cwd": cwd, "victim": victim, "head": head_id, "worker": worker_id, "out": out}
