@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from sweep.display import format_param, format_value, short_keys
+from sweep.redact import REDACTED, is_secret_key
 from sweep.report import SweepResult, TrialRow
 from sweep.settings import Settings
 from sweep.space import Dimension
@@ -139,6 +140,12 @@ def _hide_password(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def _redact_override(arg: str) -> str:
+    """``+service.api_token=abc`` → ``+service.api_token=***``: the command is logged too."""
+    key, sep, _ = arg.partition("=")
+    return f"{key}={REDACTED}" if sep and is_secret_key(key.rsplit(".", 1)[-1]) else arg
+
+
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
     if seconds >= 3600:
@@ -149,7 +156,7 @@ def _duration(seconds: float) -> str:
 # ---- the MLflow parent run's description (Markdown) -------------------------------------
 def describe(settings: Settings, folder: Path, command: Sequence[str] | None = None) -> str:
     """What the sweep is, written when it starts: budget, search, what is tuned and how."""
-    argv = ["sweep", *(sys.argv[1:] if command is None else command)]
+    argv = ["sweep", *map(_redact_override, sys.argv[1:] if command is None else command)]
     scheduler = settings.scheduler
     stopping = (
         f"ASHA early stopping (grace {scheduler['grace_period']} epochs, "
