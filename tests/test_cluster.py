@@ -5,7 +5,7 @@ one CPU and its own temp folder, with token auth; a real `mlflow server` on 127.
 SQLite; storage in a temp folder both nodes see. Then: trials spread over both nodes; bad
 addresses, tokens and storage fail fast; the worker node's processes are killed mid-sweep
 and its trial resumes on the head from its last checkpoint. Every process started here is
-stopped by pid, also when a test fails (never `ray stop`: it would kill other Rays).
+stopped by pid, also when a test fails (never Ray's stop-all CLI: it kills other Rays).
 
     python -m pytest tests/test_cluster.py -v
 """
