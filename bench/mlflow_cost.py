@@ -12,7 +12,7 @@ from typing import Any
 
 
 def measure(results: int = 60) -> dict[str, Any]:
-    from sweep.tracking import Tracker
+    from sweep.track.tracker import Tracker
 
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()

@@ -124,10 +124,11 @@ def run_tune_mode(cfg: Any, workdir: Path, mode: str, checkpoint_bytes: int) -> 
     from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search import BasicVariantGenerator
 
-    from sweep import trial
-    from sweep.cluster import trial_env
-    from sweep.settings import load_settings
-    from sweep.space import param_space, portable_config
+    from sweep.config.settings import load_settings
+    from sweep.config.space import portable_config
+    from sweep.run import trial
+    from sweep.run.cluster import trial_env
+    from sweep.run.tuner import param_space
 
     settings = load_settings(cfg)
     if mode == "tune":
@@ -181,7 +182,7 @@ def run_tune_mode(cfg: Any, workdir: Path, mode: str, checkpoint_bytes: int) -> 
 # ---- the MLflow store's write rate -----------------------------------------------------
 def store_rate(uri: str, runs: int) -> dict[str, Any]:
     """Through the sweep's Tracker, on its writer thread, as a sweep writes."""
-    from sweep.tracking import Tracker
+    from sweep.track.tracker import Tracker
 
     tracker = Tracker(uri, f"rate-{time.time_ns()}")
     tracker.start_parent("rate", Path("."), {}, {"model": {"lr": 0.01}})
@@ -306,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args(argv)
 
-    from sweep.noise import silence
+    from sweep.quiet import silence
 
     silence(0)
     rows, stores = [], {}

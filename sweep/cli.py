@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
 
 import hydra
@@ -28,19 +29,18 @@ from omegaconf.errors import OmegaConfBaseException
 from sweep import help as help_page
 from sweep.errors import EXIT_BAD_INPUT, ConfigError
 
-_task_started = False
-
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
 def _main(cfg: DictConfig) -> None:
-    global _task_started
-    _task_started = True
-    from sweep import driver
+    from sweep import driver  # after composition: `sweep --help` needs neither Ray nor torch
 
     try:
         code = driver.run(cfg)
     except ConfigError as exc:
         fail(str(exc))
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:
+        # Raised inside the sweep these are bugs, not command-line mistakes: show all.
+        raise RuntimeError(f"internal error: {exc}") from exc
     sys.exit(code)
 
 
@@ -58,9 +58,10 @@ def main() -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
-        if _task_started:  # a bug inside the sweep, not the command line: show all of it
-            raise
         fail(hydra_error_line(exc, sys.argv[1:]))
+    except KeyboardInterrupt:  # before the sweep installed its handlers (imports, Hydra)
+        print("\nInterrupted; nothing to resume.", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
 
 
 def fail(line: str) -> None:

@@ -8,8 +8,6 @@ continues the same run.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,18 +15,20 @@ from typing import Any
 
 from sweep.errors import ConfigError
 
-STATE_FILE = "state.json"
-TUNE_DIR = "tune"
+# What a sweep folder holds, named once.
+STATE_FILE = "state.json"  # links the folder to its MLflow parent run; stages done
+TUNE_DIR = "tune"  # Ray Tune's experiment (``tune-<stage>`` per stage of a staged sweep)
+CONFIG_FILE = "config.yaml"  # the composed config
+RESULTS_FILE = "results.csv"  # one row per trial
+BEST_FILE = "best.yaml"  # the best trial's config, re-runnable
+CHECKS_FILE = "checks.json"  # the review's findings
+PLOTS_DIR = "plots"
 RUNNING, FINISHED, INTERRUPTED = "running", "finished", "interrupted"
 
 
 @dataclass(frozen=True)
 class SweepFolder:
     path: Path
-
-    @property
-    def tune_path(self) -> Path:
-        return self.path / TUNE_DIR
 
     def read_state(self) -> dict[str, Any]:
         state_file = self.path / STATE_FILE
@@ -66,23 +66,3 @@ def folder_to_resume(output_dir: Path, name: str, resume: bool | str) -> SweepFo
             "drop resume=true to start one, or pass resume=<sweep folder>",
         )
     return SweepFolder(candidates[-1])
-
-
-def check_writable(output_dir: Path) -> None:
-    """The output folder (or the nearest folder that exists above it) must be writable,
-    checked before anything starts so a sweep cannot fail after its first trials."""
-    existing = output_dir
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ConfigError(
-            "output_dir", f"{output_dir}: {existing} is a file, not a folder; choose another path"
-        )
-    try:  # os.access says yes to root even where writing fails (read-only mounts, /proc)
-        os.rmdir(tempfile.mkdtemp(prefix=".sweep-check-", dir=existing))
-    except OSError as exc:
-        raise ConfigError(
-            "output_dir",
-            f"{output_dir}: cannot write in {existing} ({exc.strerror}); choose a folder you "
-            "can write to, e.g. output_dir=$HOME/sweeps",
-        ) from None

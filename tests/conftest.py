@@ -19,8 +19,8 @@ SMALL = ["num_samples=6", "trainer.max_epochs=4", "scheduler.grace_period=1"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Allow exactly the warnings sweep/noise.py silences (pyproject makes the rest errors)."""
-    from sweep.noise import SILENCED_WARNINGS
+    """Allow exactly the warnings sweep/quiet.py silences (pyproject makes the rest errors)."""
+    from sweep.quiet import SILENCED_WARNINGS
 
     for pattern, category, _why in SILENCED_WARNINGS:
         module = "" if category.__module__ == "builtins" else f"{category.__module__}."

@@ -7,10 +7,9 @@ import random
 
 import pytest
 
-from sweep.boundary import check, widened_edge
-from sweep.refine import refine_space, shrink
-from sweep.scale import position
-from sweep.space import parse_space
+from sweep.config.space import parse_space, position
+from sweep.practice.boundary import check, widened_edge
+from sweep.practice.refine import refine_space, shrink
 
 SPACE = parse_space(
     {

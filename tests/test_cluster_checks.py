@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from sweep.cluster import check_resources, shared_storage
+from sweep.config.settings import load_settings
 from sweep.errors import ConfigError
-from sweep.settings import load_settings
+from sweep.run.cluster import check_resources, shared_storage
 
 
 def node(cpu: float, gpu: float = 0.0) -> dict[str, float]:

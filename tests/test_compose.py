@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from sweep.settings import load_settings
-from sweep.space import param_space, parse_space
+from sweep.config.settings import load_settings
+from sweep.config.space import parse_space
+from sweep.run.tuner import param_space
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and not p.name.startswith("_"))

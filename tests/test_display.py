@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from ray.tune.schedulers.async_hyperband import _Bracket
 
-from sweep import summary
-from sweep.display import describe_point, format_param, format_value, short_keys
-from sweep.progress import ProgressLine, asha_rungs, expected_epochs_left
-from sweep.report import SweepResult, TrialRow
-from sweep.settings import Settings, load_settings
-from sweep.space import Dimension
+from sweep.config.settings import Settings, load_settings
+from sweep.config.space import Dimension
+from sweep.report import summary
+from sweep.report.results import SweepResult, TrialRow
+from sweep.run.progress import ProgressLine, asha_rungs, expected_epochs_left
+from sweep.text import describe_point, format_param, format_value, short_keys
 
 LR = Dimension("model.lr", "loguniform", 1e-4, 3e-2)
 DROPOUT = Dimension("model.dropout", "uniform", 0.0, 0.4)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from sweep.config.settings import load_settings
+from sweep.config.space import Dimension, fixed_points
 from sweep.errors import ConfigError
-from sweep.settings import load_settings
-from sweep.space import Dimension, fixed_points
 
 DIMS = [
     Dimension("model.lr", "loguniform", low=1e-4, high=1e-1),

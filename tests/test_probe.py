@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sweep.probe import Measurement, Probe, conclusions
+from sweep.practice.batch_size import Measurement, Probe, conclusions
 from tests.conftest import run_sweep
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweep.redact import REDACTED, is_secret_key, redact
+from sweep.config.redact import REDACTED, is_secret_key, redact
 from tests.conftest import run_sweep
 
 SECRETS = ("abc123-token-value", "hunter2-password-value")

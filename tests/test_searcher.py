@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from sweep.advice import before_sweep
-from sweep.settings import load_settings
-from sweep.tuning import make_searcher
+from sweep.config.settings import load_settings
+from sweep.practice.advice import before_sweep
+from sweep.run.tuner import make_searcher
 
 
 def suggestions(settings, n: int = 8) -> list[dict]:
-    from sweep.space import param_space
+    from sweep.run.tuner import param_space
 
     searcher = make_searcher(settings)
     searcher.set_search_properties(settings.metric, settings.mode, param_space(list(settings.dims)))

@@ -8,14 +8,14 @@ import pytest
 from omegaconf import OmegaConf
 from ray.tune.search.sample import Categorical, Float, Integer
 
-from sweep.errors import ConfigError
-from sweep.space import (
+from sweep.config.space import (
     apply_values,
     config_values,
     parse_space,
     portable_config,
-    to_domain,
 )
+from sweep.errors import ConfigError
+from sweep.run.tuner import to_domain
 
 GOOD = [
     # spec, domain class, sampler name, (lower, upper) as Tune stores them

@@ -1,12 +1,10 @@
 """After the sweep: the results table, the best config as a re-runnable YAML, and the facts
-the summary is rendered from (the rendering itself is sweep/summary.py)."""
+the summary is rendered from (the rendering itself is sweep/report/summary.py)."""
 
 from __future__ import annotations
 
-import json
 import math
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,14 +12,14 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from sweep.outcome import DIVERGED, ERROR, end_reason, trial_number
-from sweep.redact import redact
-from sweep.settings import Settings
-from sweep.space import apply_values, config_values
+from sweep.config.redact import redact
+from sweep.config.settings import Settings
+from sweep.config.space import apply_values, config_values
+from sweep.folder import BEST_FILE, RESULTS_FILE
+from sweep.run.outcome import DIVERGED, ERROR, end_reason, trial_number
+from sweep.track import tags
+from sweep.track.tracker import Tracker
 
-RESULTS_FILE = "results.csv"
-BEST_FILE = "best.yaml"
-CONFIG_FILE = "config.yaml"
 # Hydra settings a standalone best.yaml needs to behave like conf/config.yaml.
 _HYDRA_DEFAULTS = [
     "_self_",
@@ -154,7 +152,7 @@ def write_yaml(path: Path, data: dict[str, Any]) -> Path:
 @dataclass
 class SweepResult:
     """What a finished sweep left behind: the facts the summary and the MLflow
-    description are rendered from (sweep/summary.py)."""
+    description are rendered from (sweep/report/summary.py)."""
 
     rows: list[TrialRow]
     best: TrialRow | None
@@ -166,7 +164,7 @@ class SweepResult:
     parent_run_id: str
     # One line each, shown under "Warnings" and in the parent run's description.
     warnings: list[str] = field(default_factory=list)
-    # The post-sweep review (sweep/review.py): rounds, scientific comparison, boundary
+    # The post-sweep review (sweep/report/review.py): rounds, scientific comparison, boundary
     # warnings with ready-to-paste overrides, notices, plots — already rendered as lines.
     review_lines: list[str] = field(default_factory=list)
 
@@ -180,58 +178,35 @@ def finish(
     rows: list[TrialRow],
     settings: Settings,
     base: dict[str, Any],
-    folder: Any,
-    tracker: Any,
-    stages: Sequence[Any] = (),
+    folder: Path,
+    tracker: Tracker,
+    review_lines: list[str],
 ) -> SweepResult:
-    """Write results.csv, best.yaml, checks.json and the plots, attach them to the parent
-    run, and collect the warnings; the caller renders the summary and closes the parent
-    run. ``stages``: rounds.StageResult list (empty for a plain sweep)."""
-    from sweep import review
-
+    """Write results.csv and best.yaml, attach them and the best metric to the parent run,
+    and collect the warnings; the caller renders the summary and closes the parent run."""
     metric = settings.metric
-    results_file = folder.path / RESULTS_FILE
+    results_file = folder / RESULTS_FILE
     table(rows, metric).to_csv(results_file, index=False)
     tracker.log_artifact(results_file)
-    findings = review.review(rows, settings, stages, folder.path)
-    record_review(findings, folder.path, tracker)
     best = next((row for row in rows if not math.isnan(row.best)), None)
     best_file = None
     if best is not None:
-        best_file = write_yaml(folder.path / BEST_FILE, best_config(base, best))
+        best_file = write_yaml(folder / BEST_FILE, best_config(base, best))
         tracker.log_artifact(best_file)
         tracker.log_metrics({f"best_{metric}": best.best})
-        tracker.set_tags({"sweep.best_trial": best.trial_id})
+        tracker.set_tags({tags.BEST_TRIAL: best.trial_id})
     return SweepResult(
         rows=rows,
         best=best,
-        folder=folder.path,
+        folder=folder,
         results_file=results_file,
         best_file=best_file,
         tracking_uri=tracker.uri,
         experiment_id=tracker.experiment_id,
         parent_run_id=tracker.parent_run_id,
         warnings=trial_warnings(rows, metric) + writer_warnings(tracker.writer.errors),
-        review_lines=findings.lines(metric),
+        review_lines=review_lines,
     )
-
-
-def record_review(findings: Any, folder: Path, tracker: Any) -> None:
-    """checks.json and the plots on the parent run; one tag per boundary warning, so the
-    runs list can filter sweeps whose ranges were wrong."""
-    from sweep.review import CHECKS_FILE, PLOTS_DIR
-
-    checks = folder / CHECKS_FILE
-    checks.write_text(json.dumps(findings.as_dict(), indent=2, default=str))
-    tracker.log_artifact(checks)
-    for plot in findings.plots:
-        tracker.log_artifact(plot, artifact_path=PLOTS_DIR)
-    tags = {
-        re.sub(r"[^\w.\- /]", "_", f"sweep.boundary.{w.key}.{w.edge} {w.group}".strip()): w.message
-        for w in findings.warnings
-    }
-    if tags:
-        tracker.set_tags(tags)
 
 
 def trial_warnings(rows: list[TrialRow], metric: str) -> list[str]:

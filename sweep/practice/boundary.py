@@ -27,9 +27,8 @@ from typing import Any
 
 import pandas as pd
 
-from sweep.display import format_value
-from sweep.scale import at_position, position
-from sweep.space import INTEGER_TYPES, Dimension
+from sweep.config.space import INTEGER_TYPES, Dimension, at_position, position
+from sweep.text import format_value
 
 TOP_SHARE = 0.25  # the "best trials": the top quarter ...
 MIN_TOP = 3  # ... but at least this many

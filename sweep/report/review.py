@@ -7,19 +7,23 @@ Everything here is plain data and strings (``Review.lines()`` for the summary,
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sweep import advice, boundary, plots, roles
-from sweep.boundary import BoundaryWarning
-from sweep.display import format_value, short_key
-from sweep.settings import Settings
-
-CHECKS_FILE = "checks.json"
-PLOTS_DIR = "plots"
+from sweep.config.settings import Settings
+from sweep.folder import CHECKS_FILE, PLOTS_DIR
+from sweep.practice import advice, boundary
+from sweep.practice import scientific as roles
+from sweep.practice.boundary import BoundaryWarning
+from sweep.report import plots
+from sweep.text import format_value, short_key, table
+from sweep.track import tags
+from sweep.track.tracker import Tracker
 
 
 @dataclass
@@ -56,6 +60,23 @@ class Review:
             "scientific": self.comparison.as_dict() if self.comparison else None,
             "plots": [p.name for p in self.plots],
         }
+
+    def record(self, folder: Path, tracker: Tracker) -> None:
+        """checks.json and the plots on the parent run; one tag per boundary warning, so
+        the runs list can filter sweeps whose ranges were wrong."""
+        checks = folder / CHECKS_FILE
+        checks.write_text(json.dumps(self.as_dict(), indent=2, default=str))
+        tracker.log_artifact(checks)
+        for plot in self.plots:
+            tracker.log_artifact(plot, artifact_path=PLOTS_DIR)
+        warnings = {
+            re.sub(
+                r"[^\w.\- /]", "_", f"{tags.BOUNDARY}.{w.key}.{w.edge} {w.group}".strip()
+            ): w.message
+            for w in self.warnings
+        }
+        if warnings:
+            tracker.set_tags(warnings)
 
 
 def review(rows: Sequence[Any], settings: Settings, stages: Sequence[Any], folder: Path) -> Review:
@@ -119,8 +140,7 @@ def round_table(rounds: list[dict[str, Any]], metric: str) -> list[str]:
         ]
         for r in rounds
     ]
-    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-    return ["Coarse to fine (each round searches around the best of the rounds before):"] + [
-        "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *body]
+    return [
+        "Coarse to fine (each round searches around the best of the rounds before):",
+        *("  " + line for line in table([header, *body])),
     ]

@@ -18,9 +18,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sweep.boundary import BoundaryWarning, top_count
-from sweep.scale import at_position, position
-from sweep.space import INTEGER_TYPES, Dimension
+from sweep.config.space import INTEGER_TYPES, Dimension, at_position, position
+from sweep.practice.boundary import BoundaryWarning, top_count
 
 MARGIN = 0.1  # of the current range's width, added on each side of the top trials' span
 MIN_WIDTH = 0.05  # of the original range's width: never narrower than this

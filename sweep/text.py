@@ -1,4 +1,4 @@
-"""How hyperparameters and metrics are written for people: 3.2e-3, 0.9722, 128, 0.9995.
+"""How values, tables and durations are written for people: 3.2e-3, 0.9722, 128, 0.9995.
 
 One place, so the progress line, the summary, MLflow run names and the parent run's
 description all show a value the same way.
@@ -8,9 +8,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
-from sweep.space import Dimension
+
+class Dimension(Protocol):
+    """What formatting needs of a search-space dimension (sweep.config.space.Dimension)."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def scale(self) -> str: ...
 
 
 def format_value(value: Any) -> str:
@@ -77,3 +86,35 @@ def describe_point(values: Mapping[str, Any], dims: Sequence[Dimension] = ()) ->
     by_key = {dim.key: dim for dim in dims}
     names = short_keys(values)
     return " ".join(f"{names[k]}={format_param(v, by_key.get(k))}" for k, v in values.items())
+
+
+def table(cells: Sequence[Sequence[str]]) -> list[str]:
+    """Text columns: numbers right-aligned, words left-aligned; the first row is a header."""
+    widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
+    numeric = [all(_is_number(line[i]) for line in cells[1:]) for i in range(len(cells[0]))]
+    return [
+        "  ".join(
+            (cell.rjust(w) if num else cell.ljust(w))
+            for cell, w, num in zip(line, widths, numeric, strict=True)
+        ).rstrip()
+        for line in cells
+    ]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text.rstrip("%x").lstrip("+"))
+    except ValueError:
+        return text == "-"
+    return True
+
+
+def duration(seconds: float, clock: bool = False) -> str:
+    """``18s``, ``2m05s``, ``1h02m``; as a clock (``00:18``, ``1:02:05``) for a live line."""
+    seconds = int(seconds)
+    hours, minutes, secs = seconds // 3600, seconds % 3600 // 60, seconds % 60
+    if clock:
+        return f"{hours:d}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"

@@ -25,11 +25,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from sweep.boundary import top_count
-from sweep.display import short_key
-from sweep.outcome import DIVERGED, ERROR, STOPPED_EARLY
-from sweep.roles import Comparison
-from sweep.space import Dimension
+from sweep.config.space import Dimension
+from sweep.practice.boundary import top_count
+from sweep.practice.scientific import Comparison
+from sweep.run.outcome import DIVERGED, ERROR, STOPPED_EARLY
+from sweep.text import short_key
 
 TOP_COLOUR, BEST_COLOUR, OTHER_COLOUR = "tab:orange", "tab:red", "tab:blue"
 END_MARKERS = {STOPPED_EARLY: "x", DIVERGED: "v", ERROR: "X"}
@@ -158,24 +158,3 @@ def _save(fig: Any, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def probe_plot(result: Any, path: Path) -> Path:
-    """Throughput against batch size (probe.Probe), with ideal linear scaling for reference."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    sizes = [row.batch_size for row in result.rows]
-    throughputs = [row.throughput for row in result.rows]
-    ax.plot(sizes, throughputs, "-o", label="measured")
-    if sizes:
-        ideal = [throughputs[0] * size / sizes[0] for size in sizes]
-        ax.plot(sizes, ideal, ":", color="grey", label="ideal: doubling doubles throughput")
-        ax.set_ylim(0, max(throughputs) * 1.3)
-    if result.recommended is not None:
-        ax.axvline(result.recommended, color=BEST_COLOUR, linestyle="--", label="recommended")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("batch size")
-    ax.set_ylabel("training examples / second")
-    ax.set_title(f"Batch-size probe (stopped: {result.stop})", fontsize=9)
-    ax.legend()
-    ax.grid(alpha=0.3)
-    return _save(fig, path)

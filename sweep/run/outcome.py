@@ -13,8 +13,10 @@ STOPPED_EARLY = "stopped_early"
 DIVERGED = "diverged"
 ERROR = "error"
 KILLED = "killed"
-END_REASONS = (COMPLETED, STOPPED_EARLY, DIVERGED, ERROR, KILLED)
 
+# Result key naming the Ray node an epoch ran on (Tune's `hostname` and `node_ip` are the
+# same for every node of one machine, and say nothing of a node that was replaced).
+NODE_ID_KEY = "node_id"
 # Keys our trials report that are bookkeeping, not metrics to plot.
 CONTROL_KEYS = {"epoch", "diverged"}
 _TUNE_KEYS = {*AUTO_RESULT_KEYS, "done", "trial_id", "experiment_tag", "should_checkpoint"}
@@ -51,44 +53,28 @@ def user_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     }
 
 
-def stop_diverged(trial_id: str, result: Mapping[str, Any]) -> bool:
-    """Tune stopper: a NaN/inf loss ends the trial at once; retrying would diverge again."""
-    return bool(result.get("diverged"))
-
-
 class TrialStopper(Stopper):
     """Ends a diverged trial at once, and the whole sweep when the first report lacks the
     metric being optimised (a typo in ``metric=`` would otherwise rank nothing).
 
     Tune's own check raises a multi-line error from deep inside ``fit``; it is switched
     off (TUNE_DISABLE_STRICT_METRIC_CHECKING) so this one can name the metrics that exist.
-    Like the live callbacks, it pickles as a reference to the instance of the running
-    driver, so a restored sweep reports to the driver that restored it.
+    It pickles as plain data: a restored Tuner is handed the driver's own instance again
+    (sweep/run/tuner.py), so ``reported`` is read where it was set.
     """
 
     def __init__(self, metric: str) -> None:
         self.metric = metric
         self.reported: list[str] | None = None  # the metrics a trial did report, if not ours
-        _STOPPERS[:] = [self]
-
-    def __reduce__(self) -> tuple[Any, tuple[()]]:
-        return (running_stopper, ())
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         if "epoch" in result and self.metric not in result:
             self.reported = sorted(user_metrics(result))
             return True
-        return stop_diverged(trial_id, result)
+        return bool(result.get("diverged"))  # retrying would diverge again
 
     def stop_all(self) -> bool:
         return self.reported is not None
-
-
-_STOPPERS: list[TrialStopper] = []
-
-
-def running_stopper() -> TrialStopper:
-    return _STOPPERS[0]
 
 
 def trial_number(trial_id: str, experiment_tag: str | None = None) -> int:

@@ -6,17 +6,14 @@ the fix; nothing has been started or written yet when it does.
 
 from __future__ import annotations
 
-import os
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from sweep.config.space import Dimension, fixed_points, parse_space
 from sweep.errors import ConfigError
-from sweep.space import Dimension, fixed_points, parse_space
 
 SCHEDULERS = ("asha", "fifo")
 PROBES = ("batch_size",)
@@ -47,13 +44,8 @@ class Settings:
     single_trial: bool
     verbose: int
     dims: tuple[Dimension, ...]
-    refine_rounds: int = 0  # coarse-to-fine rounds after the first (sweep/refine.py)
+    refine_rounds: int = 0  # coarse-to-fine rounds after the first (sweep/practice/refine.py)
     probe: str | None = None  # "batch_size": measure throughput instead of sweeping
-
-    @property
-    def worst(self) -> float:
-        """The metric value that loses every comparison (for diverged trials)."""
-        return float("-inf") if self.mode == "max" else float("inf")
 
 
 def load_settings(cfg: DictConfig) -> Settings:
@@ -198,7 +190,7 @@ def _check_searcher(section: dict[str, Any], dims: tuple[Dimension, ...]) -> dic
         raise ConfigError(
             "searcher", f"unknown searcher {name!r}; use one of {', '.join(SEARCHERS)}"
         )
-    # A scientific grid runs as one sub-sweep per value (sweep/roles.py), not as a Tune grid.
+    # A scientific grid runs as one sub-sweep per value (sweep/stages.py), not a Tune grid.
     grids = [d.key for d in dims if d.type == "grid" and d.role != "scientific"]
     if grids and name != "random":
         raise ConfigError(
@@ -233,49 +225,3 @@ def _check_tracking_uri(uri: str) -> str:
         if not path.is_absolute():  # the driver's cwd, not whichever folder resolves it later
             uri = f"sqlite:///{path.absolute()}"
     return uri
-
-
-PROBE_TIMEOUT_S = 5.0
-
-
-def probe_tracking(uri: str) -> None:
-    """Fail in seconds, before anything starts, when MLflow cannot be reached: MLflow's
-    own client retries an unreachable server for minutes."""
-    if uri.startswith("sqlite:"):
-        db = Path(uri.removeprefix("sqlite:///"))
-        if db.exists() and not db.is_file():
-            raise ConfigError("tracking.uri", f"{uri!r}: {db} is not a file; name a .db file")
-        if not db.parent.is_dir():
-            raise ConfigError(
-                "tracking.uri", f"{uri!r}: folder {db.parent} does not exist; create it first"
-            )
-        if not os.access(db if db.exists() else db.parent, os.W_OK):
-            raise ConfigError("tracking.uri", f"{uri!r}: {db} is not writable")
-        return
-    if not uri.startswith(("http://", "https://")):
-        return  # databases and hosted stores: their own client reports errors quickly
-    url = uri.rstrip("/") + "/health"
-    try:
-        with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT_S) as response:
-            status = response.status
-    except urllib.error.HTTPError as exc:
-        status = exc.code
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise ConfigError(
-            "tracking.uri",
-            f"{uri!r} is unreachable ({reason}); start the server "
-            "(mlflow server --host 127.0.0.1 --port 5000) or fix the address",
-        ) from None
-    if status in (401, 403):
-        raise ConfigError(
-            "tracking.uri",
-            f"{uri!r} refused us (HTTP {status}); set MLFLOW_TRACKING_USERNAME and "
-            "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) in the environment",
-        )
-    if status != 200:
-        raise ConfigError(
-            "tracking.uri",
-            f"{uri!r} is not an MLflow tracking server (GET /health answered HTTP {status}); "
-            "check the host and port",
-        )

@@ -4,7 +4,7 @@ To ask "is Adam better than SGD here?", the learning rate (a nuisance hyperparam
 be tuned for each optimizer separately, and each must get the same budget; comparing one
 shared learning rate, or the best of an unbalanced random sample, answers a different
 question. A dimension marked ``role: scientific`` does that (the stages are run by
-sweep/rounds.py): this module compares the outcome.
+sweep/stages.py): this module compares the outcome.
 
 For each scientific value: the best metric, the spread of its top trials (how much the
 best depends on nuisance luck) and the number of trials. The verdict is "clear" only when
@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sweep.boundary import top_count
-from sweep.display import format_value, short_key
-from sweep.space import Dimension
+from sweep.config.space import Dimension
+from sweep.practice.boundary import top_count
+from sweep.text import format_value, short_key, table
 
 
 @dataclass(frozen=True)
@@ -62,12 +62,10 @@ class Comparison:
             ]
             for v in self.values
         ]
-        widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-        table = [
-            "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
-            for row in [header, *body]
+        lines = [
+            f"Scientific comparison of {names} (nuisance dims tuned per value):",
+            *("  " + line for line in table([header, *body])),
         ]
-        lines = [f"Scientific comparison of {names} (nuisance dims tuned per value):", *table]
         if len(self.values) >= 2 and math.isfinite(self.values[1].best):
             winner, runner_up = self.values[0], self.values[1]
             gap = abs(winner.best - runner_up.best)

@@ -5,7 +5,7 @@ They never stop a sweep: each says what was seen, why it matters and what to do 
 
 from __future__ import annotations
 
-from sweep.settings import Settings
+from sweep.config.settings import Settings
 
 
 def before_sweep(settings: Settings) -> list[str]:

@@ -1,8 +1,10 @@
-"""MLflow, owned by the driver: one parent run per sweep, one nested child run per trial.
+"""The sweep's MLflow runs: one parent run per sweep, a nested run per stage of a staged
+sweep, one nested child run per trial.
 
-Writes go through one background thread, in order, so a slow tracking server never
-stalls Ray's event loop. Child runs are found again by their ``sweep.trial_id`` tag, so a
-retried trial or a resumed sweep continues its runs instead of duplicating them.
+Writes from Tune's callbacks go through one background thread, in order, so a slow
+tracking server never stalls Ray's event loop. Child runs are found again by their
+``sweep.trial_id`` tag, so a retried trial or a resumed sweep continues its runs instead
+of duplicating them.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import queue
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,18 +19,15 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
-from sweep.redact import flatten
+from sweep.config.redact import flatten
+from sweep.track import tags as tag
 
-TRIAL_ID_TAG = "sweep.trial_id"
-END_REASON_TAG = "sweep.end_reason"
-SWEEP_DIR_TAG = "sweep.dir"
-STAGE_TAG = "sweep.stage"
-PARENT_TAG = "mlflow.parentRunId"
 # MLflow's own limits per log_batch call.
 MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAM_LENGTH = 6000
 MAX_TAG_LENGTH = 5000
+RUNNING = RunStatus.to_string(RunStatus.RUNNING)
 
 
 class Writer:
@@ -48,10 +46,6 @@ class Writer:
         """Block until everything submitted so far is written."""
         self._queue.join()
 
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=60)
-
     def _loop(self) -> None:
         while True:
             call = self._queue.get()
@@ -66,21 +60,21 @@ class Writer:
 
 
 class Tracker:
-    """The sweep's MLflow experiment, parent run and child runs."""
+    """The sweep's MLflow experiment, parent run, stage runs and child runs."""
 
     def __init__(self, uri: str, experiment_name: str) -> None:
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
-        experiment = self.client.get_experiment_by_name(experiment_name)
+        self._client = MlflowClient(tracking_uri=uri)
+        experiment = self._client.get_experiment_by_name(experiment_name)
         self.experiment_id = (
             experiment.experiment_id
             if experiment is not None
-            else self.client.create_experiment(experiment_name)
+            else self._client.create_experiment(experiment_name)
         )
         self.writer = Writer()
         self.parent_run_id = ""
         # Trials nest under the parent, or under a stage run (a refinement round or a
-        # scientific value, see sweep/rounds.py) with the stage's tags.
+        # scientific value, see sweep/stages.py) with the stage's tags.
         self._trials_parent = ""
         self._trial_tags: dict[str, str] = {}
         self._child_runs: dict[str, str] = {}
@@ -89,10 +83,8 @@ class Tracker:
     def start_parent(
         self, run_name: str, sweep_dir: Path, tags: Mapping[str, str], config: Mapping[str, Any]
     ) -> str:
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=run_name,
-            tags={SWEEP_DIR_TAG: str(sweep_dir), **tags},
+        run = self._client.create_run(
+            self.experiment_id, run_name=run_name, tags={tag.SWEEP_DIR: str(sweep_dir), **tags}
         )
         self.parent_run_id = run.info.run_id
         self.log_params(self.parent_run_id, flatten(dict(config)))
@@ -100,21 +92,21 @@ class Tracker:
 
     def resume_parent(self, run_id: str) -> None:
         self.parent_run_id = run_id
-        self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+        self._client.update_run(run_id, status=RUNNING)
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         items = [Param(k, _text(v, MAX_PARAM_LENGTH)) for k, v in params.items()]
         for chunk in _chunks(items, MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(run_id, params=chunk)
+            self._client.log_batch(run_id, params=chunk)
 
     def log_artifact(
         self, path: Path, run_id: str | None = None, artifact_path: str | None = None
     ) -> None:
-        self.client.log_artifact(run_id or self.parent_run_id, str(path), artifact_path)
+        self._client.log_artifact(run_id or self.parent_run_id, str(path), artifact_path)
 
     def set_tags(self, tags: Mapping[str, Any], run_id: str | None = None) -> None:
         items = [RunTag(k, _text(v, MAX_TAG_LENGTH)) for k, v in tags.items()]
-        self.client.log_batch(run_id or self.parent_run_id, tags=items)
+        self._client.log_batch(run_id or self.parent_run_id, tags=items)
 
     def log_metrics(
         self, metrics: Mapping[str, float], step: int = 0, run_id: str | None = None
@@ -122,31 +114,38 @@ class Tracker:
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         for chunk in _chunks(items, MAX_METRICS_PER_BATCH):
-            self.client.log_batch(run_id or self.parent_run_id, metrics=chunk)
+            self._client.log_batch(run_id or self.parent_run_id, metrics=chunk)
 
-    def end_parent(self, status: str) -> None:
-        self.client.set_terminated(self.parent_run_id, status=status)
+    def end_run(self, status: str, run_id: str | None = None) -> None:
+        """FINISHED, FAILED or KILLED: the parent run, or a stage run."""
+        self._client.set_terminated(run_id or self.parent_run_id, status=status)
 
     # ---- stage runs: rounds and scientific values, between the parent and its trials ---
     def stage_run(
-        self, slug: str, label: str, tags: Mapping[str, str], params: Mapping[str, Any]
+        self,
+        slug: str,
+        label: str,
+        tags: Mapping[str, str],
+        params: Mapping[str, Any],
+        reopen: bool = True,
     ) -> str:
-        """Get-or-create the nested run of a stage under the parent, marked RUNNING;
-        ``slug`` (letters, digits, ``._-``) finds it again on resume."""
-        found = self.client.search_runs(
+        """Get-or-create the nested run of a stage under the parent; ``slug`` (letters,
+        digits, ``._-``) finds it again on resume. ``reopen``: mark it RUNNING again (not
+        for a stage that finished before, which is only read back)."""
+        found = self._client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`{STAGE_TAG}` = '{slug}' and "
-            f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'",
+            filter_string=f"tags.`{tag.STAGE}` = '{slug}' and {self._under(self.parent_run_id)}",
             max_results=1,
         )
         if found:
             run_id = found[0].info.run_id
-            self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+            if reopen:
+                self._client.update_run(run_id, status=RUNNING)
             return run_id
-        run = self.client.create_run(
+        run = self._client.create_run(
             self.experiment_id,
             run_name=label,
-            tags={PARENT_TAG: self.parent_run_id, STAGE_TAG: slug, **tags},
+            tags={tag.PARENT: self.parent_run_id, tag.STAGE: slug, **tags},
         )
         self.log_params(run.info.run_id, params)
         return run.info.run_id
@@ -159,12 +158,13 @@ class Tracker:
 
     # ---- child runs (called on the writer thread) -------------------------------------
     def child_run(self, trial_id: str) -> str | None:
-        """The child run of ``trial_id`` under this parent, if one exists."""
+        """The child run of ``trial_id`` under the current stage, if one exists."""
         if trial_id in self._child_runs:
             return self._child_runs[trial_id]
-        found = self.client.search_runs(
+        found = self._client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`{TRIAL_ID_TAG}` = '{trial_id}' and {self._of_parent()}",
+            filter_string=f"tags.`{tag.TRIAL_ID}` = '{trial_id}' and "
+            f"{self._under(self._trials_parent or self.parent_run_id)}",
             max_results=1,
         )
         if found:
@@ -176,14 +176,14 @@ class Tracker:
         """Get-or-create the trial's child run and mark it RUNNING."""
         run_id = self.child_run(trial_id)
         if run_id is not None:
-            self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+            self._client.update_run(run_id, status=RUNNING)
             return run_id
-        run = self.client.create_run(
+        run = self._client.create_run(
             self.experiment_id,
             run_name=run_name,
             tags={
-                PARENT_TAG: self._trials_parent or self.parent_run_id,
-                TRIAL_ID_TAG: trial_id,
+                tag.PARENT: self._trials_parent or self.parent_run_id,
+                tag.TRIAL_ID: trial_id,
                 **self._trial_tags,
             },
         )
@@ -200,22 +200,54 @@ class Tracker:
             return
         self.set_tags(tags, run_id)
         if error:
-            self.client.log_text(run_id, error, "error.txt")
-        self.client.set_terminated(run_id, status=status)
+            self._client.log_text(run_id, error, "error.txt")
+        self.end_run(status, run_id)
 
-    def unfinished_children(self) -> list[str]:
-        """Child runs of this parent still marked RUNNING."""
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"{self._of_parent()} and attributes.status = 'RUNNING'",
-        )
-        return [run.info.run_id for run in runs]
+    def last_step(self, run_id: str, metric: str) -> int:
+        """The last step of ``metric`` logged on a run (0 if none)."""
+        history = self._client.get_metric_history(run_id, metric)
+        return max((m.step for m in history), default=0)
 
-    def children(self) -> list[Any]:
-        return self.client.search_runs([self.experiment_id], filter_string=self._of_parent())
+    # ---- the whole sweep ----------------------------------------------------------------
+    def sweep_runs(self) -> list[Any]:
+        """Every run under the parent: stage runs, and trial runs at either depth."""
+        runs = self._client.search_runs([self.experiment_id], self._under(self.parent_run_id))
+        stages = [r.info.run_id for r in runs if tag.TRIAL_ID not in r.data.tags]
+        for stage in stages:
+            runs += self._client.search_runs([self.experiment_id], self._under(stage))
+        return runs
 
-    def _of_parent(self) -> str:
-        return f"tags.`{PARENT_TAG}` = '{self._trials_parent or self.parent_run_id}'"
+    def kill_open_runs(self, reason: str) -> None:
+        """An interrupted sweep: every run still RUNNING ends KILLED, the parent too."""
+        for run in self.sweep_runs():
+            if run.info.status == RUNNING:
+                if tag.TRIAL_ID in run.data.tags:
+                    self.set_tags({tag.END_REASON: reason}, run.info.run_id)
+                self.end_run("KILLED", run.info.run_id)
+        self.end_run("KILLED")
+
+    def close_stale_children(self, endings: Mapping[str, tuple[str, str]]) -> None:
+        """A driver killed between a trial's end and its MLflow update left the run
+        RUNNING; ``endings``: trial id → (end reason, MLflow status), as Tune recorded."""
+        for run in self.sweep_runs():
+            trial_id = run.data.tags.get(tag.TRIAL_ID)
+            if run.info.status == RUNNING and trial_id in endings:
+                reason, status = endings[trial_id]
+                self.set_tags({tag.END_REASON: reason}, run.info.run_id)
+                self.end_run(status, run.info.run_id)
+
+    def discard(self, keep_parent: bool) -> None:
+        """Delete the sweep's runs (it produced nothing usable); the parent of a resumed
+        sweep stays, as FAILED."""
+        for run in self.sweep_runs():
+            self._client.delete_run(run.info.run_id)
+        if keep_parent:
+            self.end_run("FAILED")
+        else:
+            self._client.delete_run(self.parent_run_id)
+
+    def _under(self, run_id: str) -> str:
+        return f"tags.`{tag.PARENT}` = '{run_id}'"
 
 
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
@@ -226,7 +258,3 @@ def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
 def _text(value: Any, limit: int) -> str:
     text = str(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def format_exception(exc: BaseException) -> str:
-    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))

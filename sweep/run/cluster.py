@@ -16,13 +16,13 @@ import sys
 import uuid
 from typing import Any
 
+from sweep.config.settings import Settings
 from sweep.errors import ConfigError
-from sweep.settings import Settings
 
 LOCAL = "local"
 # Seconds to wait for the head's TCP port, then for its GCS to answer a probe.
 CONNECT_TIMEOUT_S = 5.0
-PROBE_TIMEOUT_S = 30.0
+GCS_PROBE_TIMEOUT_S = 30.0
 # Seconds for every node to start a worker and read the storage marker.
 STORAGE_CHECK_TIMEOUT_S = 120.0
 
@@ -145,14 +145,14 @@ def probe_gcs(address: str) -> None:
             [sys.executable, "-c", _PROBE, address],
             capture_output=True,
             text=True,
-            timeout=PROBE_TIMEOUT_S,
+            timeout=GCS_PROBE_TIMEOUT_S,
             env=os.environ.copy(),
         )
     except subprocess.TimeoutExpired:
         raise ConfigError(
             "cluster.address",
             f"{address} accepts connections but its Ray GCS did not answer within "
-            f"{PROBE_TIMEOUT_S:g}s; is it a Ray head (port 6379 by default)?",
+            f"{GCS_PROBE_TIMEOUT_S:g}s; is it a Ray head (port 6379 by default)?",
         ) from None
     reason = (probe.stdout.strip().splitlines() or [""])[-1]
     if probe.returncode == 3:

@@ -13,27 +13,27 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from sweep.display import format_param, format_value, short_keys
-from sweep.redact import REDACTED, is_secret_key
-from sweep.report import SweepResult, TrialRow
-from sweep.settings import Settings
-from sweep.space import Dimension
+from sweep.config.redact import REDACTED, is_secret_key
+from sweep.config.settings import Settings
+from sweep.config.space import Dimension
+from sweep.folder import CONFIG_FILE, TUNE_DIR
+from sweep.report.results import SweepResult, TrialRow
+from sweep.text import describe_point, duration, format_param, format_value, short_keys, table
 
 TOP = 5  # trials in the summary's table; results.csv has them all
 UI_PORT = 5000
-NOTE_TAG = "mlflow.note.content"  # the run description shown on the MLflow run page
 
 
 def render(result: SweepResult, settings: Settings, elapsed_s: float | None = None) -> str:
     """The summary printed at the end of a sweep."""
     rows, metric = result.rows, settings.metric
-    took = f" in {_duration(elapsed_s)}" if elapsed_s is not None else ""
+    took = f" in {duration(elapsed_s)}" if elapsed_s is not None else ""
     lines = [f"\nSweep {settings.name}: {len(rows)} trials{took}  ({counts(rows)})", ""]
     if result.best is None:
         lines.append(f"No trial reported {metric}: nothing to rank.")
     else:
         cells = top_cells(rows, settings)
-        lines += ["  " + line for line in _aligned(cells)]
+        lines += ["  " + line for line in table(cells)]
         more = f"top {TOP} of {len(rows)}; " if len(rows) > TOP else ""
         every = result.results_file.name
         lines += [f"  ({more}best {metric} over each trial's epochs; every trial: {every})", ""]
@@ -61,7 +61,7 @@ def _outputs(result: SweepResult) -> list[str]:
     names = [result.results_file.name]
     if result.best_file is not None:
         names.append(result.best_file.name)
-    return [*names, "config.yaml", "tune/"]
+    return [*names, CONFIG_FILE, f"{TUNE_DIR}/"]
 
 
 def counts(rows: Sequence[TrialRow]) -> str:
@@ -90,27 +90,6 @@ def top_cells(rows: Sequence[TrialRow], settings: Settings, limit: int = TOP) ->
         for row in rows[:limit]
     ]
     return [header, *body]
-
-
-def _aligned(cells: list[list[str]]) -> list[str]:
-    """Text columns: numbers right-aligned, words left-aligned."""
-    widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
-    numeric = [all(_is_number(line[i]) for line in cells[1:]) for i in range(len(cells[0]))]
-    return [
-        "  ".join(
-            (cell.rjust(w) if num else cell.ljust(w))
-            for cell, w, num in zip(line, widths, numeric, strict=True)
-        ).rstrip()
-        for line in cells
-    ]
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return text == "-"
-    return True
 
 
 def retrain_command(result: SweepResult) -> str:
@@ -144,13 +123,6 @@ def _redact_override(arg: str) -> str:
     """``+service.api_token=abc`` → ``+service.api_token=***``: the command is logged too."""
     key, sep, _ = arg.partition("=")
     return f"{key}={REDACTED}" if sep and is_secret_key(key.rsplit(".", 1)[-1]) else arg
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 # ---- the MLflow parent run's description (Markdown) -------------------------------------
@@ -197,8 +169,7 @@ def note(result: SweepResult, settings: Settings, description: str) -> str:
     else:
         best = result.best
         cells = top_cells(rows, settings)
-        best_cells = top_cells([best], settings)[1]
-        point = " ".join(f"{k}={v}" for k, v in zip(cells[0][4:], best_cells[4:], strict=True))
+        point = describe_point(best.values, settings.dims)
         head = [
             f"**Best: trial {best.number}, {metric} = {format_value(best.best)}** ({point}). "
             f"{len(rows)} trials: {counts(rows)}.",

@@ -21,10 +21,10 @@ from typing import Any, TextIO
 
 from ray.tune.experiment import Trial
 
-from sweep.display import format_value
-from sweep.live import LiveCallback
-from sweep.outcome import DIVERGED, ERROR, STOPPED_EARLY, end_reason, trial_number
-from sweep.settings import Settings
+from sweep.config.settings import Settings
+from sweep.run.callbacks import DriverCallback
+from sweep.run.outcome import DIVERGED, ERROR, STOPPED_EARLY, end_reason, trial_number
+from sweep.text import duration, format_value
 
 HEARTBEAT_S = 60.0  # non-terminal output: repeat an unchanged line this often
 
@@ -50,9 +50,7 @@ def expected_epochs_left(
     return left + alive * max(max_epochs - at, 0)
 
 
-class ProgressLine(LiveCallback):
-    live_name = "progress"
-
+class ProgressLine(DriverCallback):
     def __init__(
         self,
         total: int,
@@ -64,7 +62,6 @@ class ProgressLine(LiveCallback):
         rungs: Sequence[int] = (),
         survival: float = 1.0,
     ) -> None:
-        super().__init__()
         self.total = total
         self.metric = metric
         self.sign = 1.0 if mode == "max" else -1.0
@@ -180,7 +177,7 @@ class ProgressLine(LiveCallback):
         elapsed = time.monotonic() - self.started
         reasons = list(self.ended.values())
         parts = [
-            f"[{_clock(elapsed)}] {len(self.ended)}/{self.total} done",
+            f"[{duration(elapsed, clock=True)}] {len(self.ended)}/{self.total} done",
             f"{len(self.running)} running",
             f"{reasons.count(STOPPED_EARLY)} stopped early",
         ]
@@ -194,7 +191,7 @@ class ProgressLine(LiveCallback):
             parts.append(f"best {self.metric}={format_value(value)} (trial {number})")
         left = self.seconds_left() if len(self.ended) < self.total else None
         if left is not None:
-            parts.append(f"~{_clock(left)} left")
+            parts.append(f"~{duration(left, clock=True)} left")
         return " | ".join(parts)
 
     def show(self, force: bool = False) -> None:
@@ -215,12 +212,3 @@ class ProgressLine(LiveCallback):
             print(line, file=self.stream, flush=True)
             self._last_key = key
             self._last_print = now
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(seconds)
-    return (
-        f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-        if seconds >= 3600
-        else f"{seconds // 60:02d}:{seconds % 60:02d}"
-    )

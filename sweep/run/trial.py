@@ -18,13 +18,11 @@ import lightning as L
 import torch
 from hydra.utils import get_class, instantiate
 
-from sweep.noise import silence
-from sweep.space import Dimension, apply_values, config_values
+from sweep.config.space import Dimension, apply_values, config_values
+from sweep.quiet import silence
+from sweep.run.outcome import NODE_ID_KEY
 
 CHECKPOINT_FILE = "model.ckpt"
-# Result key naming the Ray node an epoch ran on (Tune's `hostname` and `node_ip` are the
-# same for every node of one machine, and say nothing of a node that was replaced).
-NODE_ID_KEY = "node_id"
 # Keys in model/data config groups that describe the group instead of configuring the object.
 METADATA_KEYS = ("name",)
 
@@ -68,22 +66,29 @@ def fit(
     silence(verbose)
     L.seed_everything(int(cfg.get("seed", 0)), workers=True, verbose=False)
     model, datamodule = build(cfg)
-    trainer_cfg = dict(cfg["trainer"])
-    trainer = L.Trainer(
-        max_epochs=int(trainer_cfg["max_epochs"]),
-        accelerator=trainer_cfg.get("accelerator", "auto"),
-        devices=1,
-        gradient_clip_val=trainer_cfg.get("gradient_clip_val"),
-        deterministic=bool(trainer_cfg.get("deterministic", False)),
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=verbose >= 2,
-        enable_model_summary=verbose >= 2,
-        num_sanity_val_steps=0,
-        callbacks=callbacks,
-    )
+    trainer = make_trainer(cfg["trainer"], callbacks, verbose)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     return trainer
+
+
+def make_trainer(
+    trainer_cfg: Mapping[str, Any], callbacks: list[L.Callback], verbose: int = 0, **limits: Any
+) -> L.Trainer:
+    """A quiet Lightning Trainer on one device; ``limits`` (``max_steps``, ...) override."""
+    options: dict[str, Any] = {
+        "max_epochs": int(trainer_cfg["max_epochs"]),
+        "accelerator": trainer_cfg.get("accelerator", "auto"),
+        "devices": 1,
+        "gradient_clip_val": trainer_cfg.get("gradient_clip_val"),
+        "deterministic": bool(trainer_cfg.get("deterministic", False)),
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": verbose >= 2,
+        "enable_model_summary": verbose >= 2,
+        "num_sanity_val_steps": 0,
+        "callbacks": callbacks,
+    }
+    return L.Trainer(**{**options, **limits})
 
 
 def epoch_metrics(trainer: L.Trainer) -> dict[str, float]:

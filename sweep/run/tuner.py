@@ -1,23 +1,59 @@
-"""Ray Tune, configured from settings: scheduler, searcher, resources, checkpoints,
-failure policy; a new Tuner, or the interrupted one restored from the sweep folder."""
+"""Ray Tune, configured from settings: search space domains, scheduler, searcher,
+resources, checkpoints, failure policy; a new Tuner, or the interrupted one restored."""
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 from ray import tune
+from ray.tune import ExperimentAnalysis, ResultGrid
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import BasicVariantGenerator, SearchAlgorithm
 
-from sweep import trial
-from sweep.callbacks import MlflowTrialLogger
-from sweep.folder import TUNE_DIR, SweepFolder
-from sweep.outcome import TrialStopper
-from sweep.progress import ProgressLine
-from sweep.settings import Settings
-from sweep.space import fixed_points, param_space
-from sweep.tracking import Tracker
+from sweep.config.settings import Settings
+from sweep.config.space import Dimension, fixed_points
+from sweep.folder import SweepFolder
+from sweep.run import trial
+from sweep.run.callbacks import MlflowTrialLogger
+from sweep.run.outcome import TrialStopper
+from sweep.run.progress import ProgressLine
+from sweep.run.signals import StopSignals
+from sweep.track.tracker import Tracker
+
+
+def param_space(dims: list[Dimension]) -> dict[str, Any]:
+    """Tune's param_space: one flat entry per dimension, keyed by its dotted config key."""
+    return {dim.key: to_domain(dim) for dim in dims}
+
+
+def to_domain(dim: Dimension) -> Any:
+    """The Ray Tune domain the searcher samples for ``dim``."""
+    if dim.type == "choice":
+        return tune.choice(list(dim.values))
+    if dim.type == "grid":
+        return tune.grid_search(list(dim.values))
+    assert dim.low is not None and dim.high is not None, "parse_dimension sets numeric bounds"
+    low, high, q = dim.low, dim.high, dim.q or 1.0
+    floats: dict[str, Any] = {
+        "uniform": lambda: tune.uniform(low, high),
+        "quniform": lambda: tune.quniform(low, high, q),
+        "loguniform": lambda: tune.loguniform(low, high),
+        "qloguniform": lambda: tune.qloguniform(low, high, q),
+        "one_minus_log": lambda: tune.loguniform(1.0 - high, 1.0 - low),
+    }
+    if dim.type in floats:
+        return floats[dim.type]()
+    lo, hi, step = int(low), int(high), int(q)
+    # Tune's randint/lograndint exclude `high`; ours include it, like Tune's q-variants.
+    integers: dict[str, Any] = {
+        "randint": lambda: tune.randint(lo, hi + 1),
+        "lograndint": lambda: tune.lograndint(lo, hi + 1),
+        "qrandint": lambda: tune.qrandint(lo, hi, step),
+        "qlograndint": lambda: tune.qlograndint(lo, hi, step),
+    }
+    return integers[dim.type]()
 
 
 def make_scheduler(settings: Settings) -> TrialScheduler:
@@ -63,18 +99,30 @@ def total_trials(settings: Settings) -> int:
     return settings.num_samples * grid
 
 
+@dataclass
+class TuneRun:
+    """What one Tune experiment (a stage) left: Tune's ResultGrid, whether a signal or a
+    trial left unfinished cut it short, and the metrics a model reported instead of ours."""
+
+    results: Any
+    interrupted: bool
+    missing_metric: list[str] | None = None
+
+
 def fit(
     settings: Settings,
     base: dict[str, Any],
-    folder: SweepFolder,
     tracker: Tracker,
-    name: str = TUNE_DIR,
-) -> tuple[Any, bool]:
-    """Run (or resume) the sweep; returns Tune's ResultGrid and whether it was interrupted.
-    ``name``: the experiment folder, one per stage when a sweep has several (sweep/rounds.py)."""
-    mlflow_logger = MlflowTrialLogger(tracker, settings.dims, settings.max_epochs)
-    stopper = TrialStopper(settings.metric)  # before a restore, which unpickles it
-    progress = ProgressLine.for_sweep(settings, total_trials(settings))
+    signals: StopSignals,
+    experiment: str,
+) -> TuneRun:
+    """Run the Tune experiment at ``experiment`` (a path under the storage), or resume it
+    from there: callbacks and stopper are this driver's own either way."""
+    stopper = TrialStopper(settings.metric)
+    callbacks: list[tune.Callback] = [
+        MlflowTrialLogger(tracker, settings.dims, settings.max_epochs, signals),
+        ProgressLine.for_sweep(settings, total_trials(settings)),
+    ]
     trainable = tune.with_resources(
         tune.with_parameters(
             trial.train,
@@ -85,12 +133,16 @@ def fit(
         ),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
     )
-    experiment = f"{storage_path(settings, folder)}/{name}"
     if tune.Tuner.can_restore(experiment):
         # Interrupted trials are "unfinished" and resume from their checkpoints; a trial
         # that already spent its retries stays failed: a resume re-runs nothing that ended.
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=False)
+        # Tune restores the run config it pickled, where our callbacks are Detached: hand
+        # it the live ones (Tune has no public way to pass them to a restore).
+        run_config = tuner._local_tuner.get_run_config()  # type: ignore[union-attr]
+        run_config.callbacks, run_config.stop = callbacks, stopper
     else:
+        storage, _, name = experiment.rpartition("/")
         tuner = tune.Tuner(
             trainable,
             param_space=param_space(list(settings.dims)),
@@ -106,8 +158,8 @@ def fit(
             ),
             run_config=tune.RunConfig(
                 name=name,
-                storage_path=str(storage_path(settings, folder)),
-                callbacks=[mlflow_logger, progress],
+                storage_path=storage,
+                callbacks=callbacks,
                 stop=stopper,
                 checkpoint_config=tune.CheckpointConfig(
                     num_to_keep=1,  # plus the latest, which Tune always keeps for resuming
@@ -118,20 +170,22 @@ def fit(
                 verbose=1 if settings.verbose >= 2 else 0,
             ),
         )
-    results = tuner.fit()
-    # On SIGINT Tune may end without on_experiment_end seeing the pending trials: a trial
-    # that is neither terminated nor errored also means the run was cut short.
-    cut_short = results.num_terminated + results.num_errors < len(results)
-    return results, bool(mlflow_logger.unfinished) or cut_short
+    try:
+        results = tuner.fit()
+    finally:
+        signals.take_back()
+    # A trial neither terminated nor errored was cut short (Tune may end on a signal
+    # before every trial was even created: hence the count against the sweep's total).
+    ended = results.num_terminated + results.num_errors
+    cut_short = ended < max(len(results), total_trials(settings))
+    interrupted = signals.received is not None or (cut_short and stopper.reported is None)
+    return TuneRun(results, interrupted, stopper.reported)
 
 
-def load_results(settings: Settings, folder: SweepFolder, name: str) -> Any:
+def load_results(settings: Settings, experiment: str) -> Any:
     """The ResultGrid of a stage that already finished, read from its folder (no trial runs)."""
-    from ray.tune import ExperimentAnalysis, ResultGrid
-
-    path = f"{storage_path(settings, folder)}/{name}"
     return ResultGrid(
-        ExperimentAnalysis(path, default_metric=settings.metric, default_mode=settings.mode)
+        ExperimentAnalysis(experiment, default_metric=settings.metric, default_mode=settings.mode)
     )
 
 

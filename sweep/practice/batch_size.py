@@ -26,10 +26,19 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt
+import pandas as pd
 import torch
 
+from sweep.config.settings import Settings
+from sweep.config.space import apply_values
 from sweep.errors import ConfigError
-from sweep.space import apply_values
+from sweep.folder import new_folder
+from sweep.quiet import silence
+from sweep.run.trial import build, build_datamodule, make_trainer
 
 START = 8
 LIMIT = 1 << 16  # a safety stop where neither memory nor the data set stops the probe
@@ -107,24 +116,15 @@ def _batch_len(batch: Any) -> int:
 
 def measure(cfg: dict[str, Any], batch_size: int, verbose: int = 0) -> Measurement | None:
     """Train ``MEASURED_STEPS`` steps at ``batch_size``; None when no full step was timed."""
-    from sweep.noise import silence
-    from sweep.trial import build
-
     silence(verbose)  # again: importing Lightning re-enables its start-up banners
     model, datamodule = build(apply_values(cfg, {KEY: batch_size}))
     timer = StepTimer(batch_size, WARMUP_STEPS)
-    trainer = L.Trainer(
-        max_steps=WARMUP_STEPS + MEASURED_STEPS + 1,
-        accelerator=cfg["trainer"].get("accelerator", "auto"),
-        devices=1,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        callbacks=[timer],
-    )
+    limits = {
+        "max_epochs": -1,
+        "max_steps": WARMUP_STEPS + MEASURED_STEPS + 1,
+        "limit_val_batches": 0,
+    }
+    trainer = make_trainer(cfg["trainer"], [timer], verbose, **limits)
     trainer.fit(model, datamodule=datamodule)
     if not timer.steps:
         return None
@@ -133,8 +133,6 @@ def measure(cfg: dict[str, Any], batch_size: int, verbose: int = 0) -> Measureme
 
 
 def train_examples(cfg: dict[str, Any]) -> int | None:
-    from sweep.trial import build_datamodule
-
     datamodule = build_datamodule(apply_values(cfg, {})["data"])  # resolves ${seed} etc.
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -215,19 +213,13 @@ def conclusions(result: Probe) -> list[str]:
 def save(result: Probe, folder: Path) -> tuple[Path, Path]:
     """``batch_size.csv`` and ``batch_size.png`` (throughput against batch size, log2 axis,
     with ideal linear scaling from the smallest size for reference)."""
-    import pandas as pd
-
-    from sweep.plots import probe_plot
-
     folder.mkdir(parents=True, exist_ok=True)
     table = folder / "batch_size.csv"
     pd.DataFrame([row.__dict__ for row in result.rows]).to_csv(table, index=False)
-    return table, probe_plot(result, folder / "batch_size.png")
+    return table, plot(result, folder / "batch_size.png")
 
 
-def run_probe(base: dict[str, Any], settings: Any) -> int:
-    from sweep.folder import new_folder
-
+def run_probe(base: dict[str, Any], settings: Settings) -> int:
     print(f"Batch-size probe of {settings.name}: training throughput per batch size")
     # Measure what a trial gets: its CPU threads (resources.cpu), its accelerator.
     threads = max(1, int(settings.cpus_per_trial))
@@ -244,3 +236,28 @@ def run_probe(base: dict[str, Any], settings: Any) -> int:
         print(line)
     print(f"Table: {table}\nPlot:  {plot}")
     return 0
+
+
+def plot(result: Probe, path: Path) -> Path:
+    """Throughput against batch size (probe.Probe), with ideal linear scaling for reference."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sizes = [row.batch_size for row in result.rows]
+    throughputs = [row.throughput for row in result.rows]
+    ax.plot(sizes, throughputs, "-o", label="measured")
+    if sizes:
+        ideal = [throughputs[0] * size / sizes[0] for size in sizes]
+        ax.plot(sizes, ideal, ":", color="grey", label="ideal: doubling doubles throughput")
+        ax.set_ylim(0, max(throughputs) * 1.3)
+    if result.recommended is not None:
+        ax.axvline(result.recommended, color="tab:green", linestyle="--", label="recommended")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("training examples / second")
+    ax.set_title(f"Batch-size probe (stopped: {result.stop})", fontsize=9)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

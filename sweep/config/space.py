@@ -1,5 +1,5 @@
-"""The search space: YAML spec → typed dimensions → Ray Tune domains, and sampled values
-→ a trial's config.
+"""The search space: YAML spec → typed dimensions, and sampled values → a trial's config
+(Ray Tune's domains for them are made in sweep/run/tuner.py).
 
 A spec is nested like the config it samples; each leaf is a mapping with a ``type``::
 
@@ -9,7 +9,7 @@ A spec is nested like the config it samples; each leaf is a mapping with a ``typ
 
 Integer ranges are inclusive at both ends. Any dimension may carry ``role: scientific``
 (a choice or grid whose values are compared fairly: every value is run and the other
-dimensions are tuned separately for each, see ``sweep/roles.py``) or ``role: nuisance``
+dimensions are tuned separately for each, see ``sweep/stages.py``) or ``role: nuisance``
 (the default: tuned, to be optimised away). ``one_minus_log`` samples ``1 - x``
 log-uniformly for parameters near 1 (momentum, Adam's β2): the searcher sees ``1 - x``,
 the config gets ``x``.
@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from ray import tune
 
+from sweep.config.redact import flatten
 from sweep.errors import ConfigError
 
 # type → (required keys, optional keys, scale the searcher samples in)
@@ -148,34 +148,6 @@ def _number(path: str, name: str, value: Any) -> float:
     return number
 
 
-def to_domain(dim: Dimension) -> Any:
-    """The Ray Tune domain the searcher samples for ``dim``."""
-    if dim.type == "choice":
-        return tune.choice(list(dim.values))
-    if dim.type == "grid":
-        return tune.grid_search(list(dim.values))
-    assert dim.low is not None and dim.high is not None, "parse_dimension sets numeric bounds"
-    low, high, q = dim.low, dim.high, dim.q or 1.0
-    floats: dict[str, Any] = {
-        "uniform": lambda: tune.uniform(low, high),
-        "quniform": lambda: tune.quniform(low, high, q),
-        "loguniform": lambda: tune.loguniform(low, high),
-        "qloguniform": lambda: tune.qloguniform(low, high, q),
-        "one_minus_log": lambda: tune.loguniform(1.0 - high, 1.0 - low),
-    }
-    if dim.type in floats:
-        return floats[dim.type]()
-    lo, hi, step = int(low), int(high), int(q)
-    # Tune's randint/lograndint exclude `high`; ours include it, like Tune's q-variants.
-    integers: dict[str, Any] = {
-        "randint": lambda: tune.randint(lo, hi + 1),
-        "lograndint": lambda: tune.lograndint(lo, hi + 1),
-        "qrandint": lambda: tune.qrandint(lo, hi, step),
-        "qlograndint": lambda: tune.qlograndint(lo, hi, step),
-    }
-    return integers[dim.type]()
-
-
 def to_value(dim: Dimension, sampled: Any) -> Any:
     """The config value for a sampled point (undoes one_minus_log's transform)."""
     if dim.type == "one_minus_log":
@@ -190,11 +162,6 @@ def to_sampled(dim: Dimension, value: Any) -> Any:
     return value
 
 
-def param_space(dims: list[Dimension]) -> dict[str, Any]:
-    """Tune's param_space: one flat entry per dimension, keyed by its dotted config key."""
-    return {dim.key: to_domain(dim) for dim in dims}
-
-
 def fixed_points(dims: list[Dimension], points: Any) -> list[dict[str, Any]]:
     """``searcher.points`` (a list of configs nested like the search space, e.g.
     ``{model: {lr: 0.01, hidden: 64}}``) → points as the searcher sees them, tried first.
@@ -206,7 +173,7 @@ def fixed_points(dims: list[Dimension], points: Any) -> list[dict[str, Any]]:
     by_key = {dim.key: dim for dim in dims}
     out = []
     for i, point in enumerate(points):
-        flat = _flatten(point) if isinstance(point, Mapping) else None
+        flat = flatten(point) if isinstance(point, Mapping) else None
         if flat is None or not flat:
             raise ConfigError(f"searcher.points[{i}]", f"expected a mapping, got {point!r}")
         unknown = sorted(set(flat) - set(by_key))
@@ -217,17 +184,6 @@ def fixed_points(dims: list[Dimension], points: Any) -> list[dict[str, Any]]:
             )
         out.append({key: to_sampled(by_key[key], value) for key, value in flat.items()})
     return out
-
-
-def _flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for name, value in node.items():
-        key = f"{prefix}{name}"
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{key}."))
-        else:
-            flat[key] = value
-    return flat
 
 
 def config_values(dims: list[Dimension], sampled: Mapping[str, Any]) -> dict[str, Any]:
@@ -266,3 +222,37 @@ def apply_values(base: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
     return {str(k): v for k, v in resolved.items()}
+
+
+def to_scale(dim: Dimension, value: float) -> float:
+    """The coordinate the searcher samples uniformly; increasing in ``value``."""
+    if dim.type == "one_minus_log":
+        return -math.log10(1.0 - float(value))
+    if dim.scale == "log":
+        return math.log10(float(value))
+    return float(value)
+
+
+def from_scale(dim: Dimension, coordinate: float) -> float:
+    if dim.type == "one_minus_log":
+        return 1.0 - 10.0 ** (-coordinate)
+    if dim.scale == "log":
+        return 10.0**coordinate
+    return coordinate
+
+
+def bounds(dim: Dimension) -> tuple[float, float]:
+    assert dim.low is not None and dim.high is not None, "numeric dimensions have bounds"
+    return to_scale(dim, dim.low), to_scale(dim, dim.high)
+
+
+def position(dim: Dimension, value: float) -> float:
+    """0 at ``dim.low``, 1 at ``dim.high``, linear in the sampling scale."""
+    low, high = bounds(dim)
+    return (to_scale(dim, value) - low) / (high - low)
+
+
+def at_position(dim: Dimension, u: float) -> float:
+    """Inverse of :func:`position`."""
+    low, high = bounds(dim)
+    return from_scale(dim, low + u * (high - low))

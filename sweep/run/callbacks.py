@@ -12,21 +12,35 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ray import tune
 from ray.tune.experiment import Trial
 
-from sweep import signals
-from sweep.display import describe_point
-from sweep.live import LiveCallback
-from sweep.outcome import (
+from sweep.config.space import Dimension, config_values
+from sweep.run.outcome import (
     KILLED,
+    NODE_ID_KEY,
     end_reason,
     mlflow_status,
     trial_number,
     user_metrics,
 )
-from sweep.space import Dimension, config_values
-from sweep.tracking import END_REASON_TAG, Tracker
-from sweep.trial import NODE_ID_KEY
+from sweep.run.signals import StopSignals
+from sweep.text import describe_point
+from sweep.track import tags
+from sweep.track.tracker import Tracker
+
+
+class Detached(tune.Callback):
+    """What a driver callback is in Tune's saved state: nothing. A restored Tuner is
+    handed the resuming driver's live callbacks again (sweep/run/tuner.py)."""
+
+
+class DriverCallback(tune.Callback):
+    """A callback holding live things (an MLflow client, a terminal) that Tune pickles
+    with its experiment state: it is saved as a :class:`Detached`."""
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return (Detached, ())
 
 
 def run_name(
@@ -40,14 +54,18 @@ def run_name(
     return f"trial {number:03d}  {describe_point(values, dims or [])}".strip()
 
 
-class MlflowTrialLogger(LiveCallback):
+class MlflowTrialLogger(DriverCallback):
     """Opens, fills and closes one child run per trial, through the tracker's writer."""
 
-    live_name = "mlflow"
-
-    def __init__(self, tracker: Tracker, dims: tuple[Dimension, ...], max_epochs: int) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        tracker: Tracker,
+        dims: tuple[Dimension, ...],
+        max_epochs: int,
+        signals: StopSignals,
+    ) -> None:
         self.tracker = tracker
+        self.signals = signals
         self.dims = list(dims)
         self.max_epochs = max_epochs
         self.unfinished: list[str] = []
@@ -77,7 +95,8 @@ class MlflowTrialLogger(LiveCallback):
             if run_id is None:
                 return
             if first or trial_id not in self._logged_step:
-                self._logged_step[trial_id] = self._last_logged_step(run_id, metrics)
+                last = self.tracker.last_step(run_id, next(iter(metrics))) if metrics else 0
+                self._logged_step[trial_id] = last
             # A resumed sweep re-runs the epochs after Tune's last saved state; MLflow
             # already has them, so each step is logged once and histories stay continuous.
             if step <= self._logged_step[trial_id]:
@@ -86,15 +105,9 @@ class MlflowTrialLogger(LiveCallback):
             self._logged_step[trial_id] = step
             if first:
                 # Where the trial runs (again after a retry on another node).
-                self.tracker.set_tags({"sweep.node": host, "sweep.node_id": node_id}, run_id)
+                self.tracker.set_tags({tags.NODE: host, tags.NODE_ID: node_id}, run_id)
 
         self.tracker.writer.submit(write)
-
-    def _last_logged_step(self, run_id: str, metrics: dict[str, float]) -> int:
-        if not metrics:
-            return 0
-        history = self.tracker.client.get_metric_history(run_id, next(iter(metrics)))
-        return max((m.step for m in history), default=0)
 
     def on_trial_recover(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
@@ -112,7 +125,7 @@ class MlflowTrialLogger(LiveCallback):
         def write() -> None:
             run_id = self.tracker.child_run(trial_id)
             if run_id is not None:
-                self.tracker.set_tags({"sweep.retries": retries, "sweep.last_error": error}, run_id)
+                self.tracker.set_tags({tags.RETRIES: retries, tags.LAST_ERROR: error}, run_id)
 
         self.tracker.writer.submit(write)
 
@@ -123,12 +136,12 @@ class MlflowTrialLogger(LiveCallback):
         total_num_samples: int | None = None,
         **info: Any,
     ) -> None:
-        signals.wrap_tune_handler()  # Tune has just installed its SIGINT handler
+        self.signals.hand_to_tune()  # Tune has just installed its SIGINT handler
 
     def on_trial_complete(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
-        if signals.received():  # Tune stops the running trials on its way out
+        if self.signals.received:  # Tune stops the running trials on its way out
             self._close(trial, KILLED)
             return
         self._close(trial, end_reason("TERMINATED", trial.last_result, self.max_epochs))
@@ -152,10 +165,10 @@ class MlflowTrialLogger(LiveCallback):
             error = (
                 Path(error_file).read_text() if error_file and Path(error_file).is_file() else None
             )
-            tags: dict[str, Any] = {END_REASON_TAG: reason}
+            ending: dict[str, Any] = {tags.END_REASON: reason}
             if error:
-                tags["sweep.error"] = _error_summary(error)
-            self.tracker.close_child(trial_id, mlflow_status(reason), tags, error=error)
+                ending[tags.ERROR] = _error_summary(error)
+            self.tracker.close_child(trial_id, mlflow_status(reason), ending, error=error)
 
         self.tracker.writer.submit(write)
 

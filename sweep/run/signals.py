@@ -1,0 +1,81 @@
+"""Stop signals on the driver: Ctrl-C (SIGINT) and SIGTERM (``kill``, a batch scheduler,
+``docker stop``) end the sweep the same way, in every phase, and remember which it was.
+
+:class:`StopSignals` is installed before anything starts and held for the sweep's whole
+life. Outside Tune a signal raises ``KeyboardInterrupt``, which the driver turns into one
+clean stop (runs KILLED, state saved, resume command, exit 128 + signal). While Tune runs,
+its own SIGINT handler saves the experiment state and stops the trials: ours hands over to
+it (:meth:`hand_to_tune`, from a callback's ``setup``, after Tune installed it) and takes
+back when ``fit`` returns (:meth:`take_back`). SIGTERM, which Tune ignores, goes the same
+way. Once stopping, further signals are noted, not raised, so the clean-up always ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Any
+
+Handler = Callable[[int, FrameType | None], Any]
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopSignals:
+    def __init__(self) -> None:
+        self.received: int | None = None  # the signal that asked this sweep to stop
+        self._previous: dict[int, Any] = {}
+        self._tune: Handler | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention: 130 for SIGINT, 143 for SIGTERM."""
+        return 128 + int(self.received or signal.SIGINT)
+
+    def __enter__(self) -> StopSignals:
+        self._previous = {s: signal.getsignal(s) for s in SIGNALS}
+        self.take_back()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def take_back(self) -> None:
+        """Our handlers again: after Ray's start-up (it installs a SIGTERM handler of its
+        own) and after each Tune run (whose handler would swallow a later Ctrl-C)."""
+        self._tune = None
+        for signum in SIGNALS:
+            signal.signal(signum, self._on_signal)
+
+    def hand_to_tune(self) -> None:
+        """Tune has just installed its SIGINT handler: signals go through it from now on."""
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler) and handler is not self._on_signal:
+            self._tune = handler
+            for signum in SIGNALS:
+                signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is not None:
+            return  # already stopping: let the clean-up finish
+        self.received = signum
+        if self._tune is not None:
+            self._tune(signal.SIGINT, frame)  # Tune saves its state and stops the trials
+            return
+        raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def around_ray_start(self) -> Iterator[None]:
+        """``ray.init`` installs a SIGTERM handler that exits with code 15: a SIGTERM
+        during start-up becomes our clean stop too."""
+        try:
+            yield
+        except SystemExit as exc:
+            if exc.code != signal.SIGTERM:
+                raise
+            self.received = signal.SIGTERM
+            raise KeyboardInterrupt from None
+        finally:
+            self.take_back()
