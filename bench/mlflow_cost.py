@@ -17,7 +17,7 @@ def measure(results: int = 60) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         tracker = Tracker(f"sqlite:///{tmp}/mlflow.db", "bench")
-        tracker.start_parent("bench", Path(tmp), {}, {"model": {"lr": 0.01}})
+        tracker.start_parent("bench", Path(tmp), {}, {"model.lr": 0.01})
         setup = time.perf_counter() - t
         tracker.open_child("t1", "trial 001", {"model.lr": 0.01})
         run_id = tracker.child_run("t1")

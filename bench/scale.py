@@ -185,7 +185,7 @@ def store_rate(uri: str, runs: int) -> dict[str, Any]:
     from sweep.track.tracker import Tracker
 
     tracker = Tracker(uri, f"rate-{time.time_ns()}")
-    tracker.start_parent("rate", Path("."), {}, {"model": {"lr": 0.01}})
+    tracker.start_parent("rate", Path("."), {}, {"model.lr": 0.01})
     metrics = {"val_acc": 0.9, "val_loss": 0.3, "train_acc": 0.9, "train_loss": 0.3}
     start = time.perf_counter()
     for i in range(runs):

@@ -23,7 +23,7 @@ import ray
 from omegaconf import DictConfig
 
 from sweep import preflight, stages
-from sweep.config.redact import redact
+from sweep.config.redact import flatten, redact
 from sweep.config.settings import Settings, load_settings
 from sweep.config.space import apply_values, portable_config
 from sweep.errors import ConfigError
@@ -199,7 +199,7 @@ def open_parent(
         if commit:
             run_tags[tags.GIT_COMMIT] = commit
         name = f"sweep {folder.path.name}"
-        run_id = tracker.start_parent(name, folder.path, run_tags, redact(base))
+        run_id = tracker.start_parent(name, folder.path, run_tags, flatten(redact(base)))
         folder.write_state(parent_run_id=run_id, experiment_id=tracker.experiment_id)
         tracker.log_artifact(config_file)
     folder.write_state(status=RUNNING)

@@ -19,7 +19,6 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
-from sweep.config.redact import flatten
 from sweep.track import tags as tag
 
 # MLflow's own limits per log_batch call.
@@ -81,13 +80,14 @@ class Tracker:
 
     # ---- parent run -------------------------------------------------------------------
     def start_parent(
-        self, run_name: str, sweep_dir: Path, tags: Mapping[str, str], config: Mapping[str, Any]
+        self, run_name: str, sweep_dir: Path, tags: Mapping[str, str], params: Mapping[str, Any]
     ) -> str:
+        """``params``: the composed config, flattened to dotted keys."""
         run = self._client.create_run(
             self.experiment_id, run_name=run_name, tags={tag.SWEEP_DIR: str(sweep_dir), **tags}
         )
         self.parent_run_id = run.info.run_id
-        self.log_params(self.parent_run_id, flatten(dict(config)))
+        self.log_params(self.parent_run_id, params)
         return self.parent_run_id
 
     def resume_parent(self, run_id: str) -> None:
