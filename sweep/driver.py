@@ -40,7 +40,7 @@ from sweep.practice import advice
 from sweep.practice.batch_size import run_probe
 from sweep.quiet import silence
 from sweep.report import results, review, summary
-from sweep.run.cluster import LOCAL, start_ray
+from sweep.run.cluster import start_ray
 from sweep.run.outcome import KILLED, mlflow_status
 from sweep.run.signals import StopSignals
 from sweep.run.trial import run_single
@@ -103,7 +103,7 @@ def run_sweep(
         # Opening the MLflow store (migrations on a new SQLite file: ~2 s) overlaps Ray's
         # start (~5 s) on a local cluster. Joining a remote cluster can fail on bad input,
         # and then nothing may have been written, so there the store opens after it.
-        local = settings.cluster.get("address", LOCAL) == LOCAL
+        local = settings.cluster.is_local
         preparing = in_background(open_store, settings) if local else None
         with signals.around_ray_start():
             start_ray(settings)
@@ -190,8 +190,8 @@ def open_parent(
     else:
         config_file = results.write_yaml(folder.path / CONFIG_FILE, redact(base))
         run_tags = {
-            tags.SEARCHER: settings.searcher["name"],
-            tags.SCHEDULER: settings.scheduler["name"],
+            tags.SEARCHER: settings.searcher.name,
+            tags.SCHEDULER: settings.scheduler.name,
             tags.SEED: str(settings.seed),
             tags.NOTE: describe(settings, folder),
         }
@@ -242,11 +242,11 @@ def describe(settings: Settings, folder: SweepFolder) -> str:
 
 def header(settings: Settings, folder: SweepFolder) -> str:
     """The first line a user sees: what runs, and where its outputs go."""
-    stopping = "ASHA" if settings.scheduler["name"] == "asha" else "no early stopping"
+    stopping = "ASHA" if settings.scheduler.name == "asha" else "no early stopping"
     tuned = " ".join(d.key.rsplit(".", 1)[-1] for d in settings.dims) or "nothing"
     return (
         f"Sweep {settings.name}: {settings.num_samples} trials × ≤{settings.max_epochs} epochs, "
-        f"{settings.searcher['name']} search, {stopping}, tuning {tuned} → {folder.path}"
+        f"{settings.searcher.name} search, {stopping}, tuning {tuned} → {folder.path}"
     )
 
 

@@ -21,7 +21,7 @@ import torch
 from sweep.config.settings import Settings
 from sweep.config.space import apply_values
 from sweep.errors import ConfigError
-from sweep.run.cluster import LOCAL, check_resources
+from sweep.run.cluster import check_resources
 from sweep.run.trial import build_datamodule
 
 # Seconds to wait for a tracking server's /health before calling it unreachable.
@@ -32,7 +32,7 @@ def check(settings: Settings, base: dict[str, Any]) -> None:
     if not settings.single_trial:
         check_writable(settings.output_dir)
         probe_tracking(settings.tracking_uri)
-        if settings.cluster.get("address", LOCAL) == LOCAL:
+        if settings.cluster.is_local:
             check_resources(settings, [local_resources(settings)])  # before Ray starts
     check_data(base)
 
@@ -102,8 +102,8 @@ def probe_tracking(uri: str) -> None:
 
 def local_resources(settings: Settings) -> dict[str, float]:
     """What an embedded Ray will have, known without starting it."""
-    cpus = settings.cluster.get("num_cpus") or os.cpu_count() or 1
-    gpus = settings.cluster.get("num_gpus")
+    cpus = settings.cluster.num_cpus or os.cpu_count() or 1
+    gpus = settings.cluster.num_gpus
     if gpus is None and settings.gpus_per_trial > 0:
         gpus = torch.cuda.device_count()
     return {"CPU": float(cpus), "GPU": float(gpus or 0)}

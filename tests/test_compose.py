@@ -66,7 +66,7 @@ def test_search_space_overrides_add_change_remove(composed) -> None:
 
 def test_default_sweep_settings(composed) -> None:
     settings = load_settings(composed())
-    assert (settings.metric, settings.mode, settings.scheduler["name"]) == (
+    assert (settings.metric, settings.mode, settings.scheduler.name) == (
         "val_acc",
         "max",
         "asha",

@@ -54,4 +54,4 @@ def test_settings_reject_a_point_outside_the_space(composed) -> None:
 
 def test_settings_accept_points_of_the_space(composed) -> None:
     cfg = composed("searcher.points=[{model: {lr: 0.01, hidden: 64}}]")
-    assert load_settings(cfg).searcher["points"] == [{"model": {"lr": 0.01, "hidden": 64}}]
+    assert load_settings(cfg).searcher.points == [{"model": {"lr": 0.01, "hidden": 64}}]

@@ -6,6 +6,7 @@ the fix; nothing has been started or written yet when it does.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,43 @@ from omegaconf import DictConfig, OmegaConf
 from sweep.config.space import Dimension, fixed_points, parse_space
 from sweep.errors import ConfigError
 
+LOCAL = "local"  # cluster.address of an embedded Ray
 SCHEDULERS = ("asha", "fifo")
 PROBES = ("batch_size",)
 SEARCHERS = ("random", "quasi_random", "tpe")
 MODES = ("min", "max")
+
+
+@dataclass(frozen=True)
+class Scheduler:
+    """``conf/scheduler/``: ASHA (stops poor trials at rungs) or FIFO (no early stopping)."""
+
+    name: str
+    grace_period: int = 1  # epochs every trial gets before ASHA may stop it
+    reduction_factor: float = 3.0  # η: ASHA keeps the best 1/η at each rung
+
+
+@dataclass(frozen=True)
+class Searcher:
+    """``conf/searcher/``: how points are proposed."""
+
+    name: str
+    points: list[Any] | None = None  # configs tried first, nested like the search space
+    n_startup_trials: int = 8  # tpe: random trials before its model kicks in
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """``conf/cluster/``: an embedded Ray (``address: local``) or a running cluster."""
+
+    address: str = LOCAL
+    num_cpus: int | None = None  # local: CPUs Ray may use (None: all)
+    num_gpus: int | None = None
+    storage_path: str | None = None  # where trial checkpoints go (shared on a cluster)
+
+    @property
+    def is_local(self) -> bool:
+        return self.address == LOCAL
 
 
 @dataclass(frozen=True)
@@ -35,10 +69,10 @@ class Settings:
     cpus_per_trial: float
     gpus_per_trial: float
     max_epochs: int
-    scheduler: dict[str, Any]
-    searcher: dict[str, Any]
+    scheduler: Scheduler
+    searcher: Searcher
     tracking_uri: str
-    cluster: dict[str, Any]
+    cluster: Cluster
     output_dir: Path
     resume: bool | str
     single_trial: bool
@@ -91,7 +125,7 @@ def load_settings(cfg: DictConfig) -> Settings:
         scheduler=scheduler,
         searcher=searcher,
         tracking_uri=_check_tracking_uri(str(raw["tracking"]["uri"])),
-        cluster=dict(raw["cluster"]),
+        cluster=_cluster(raw["cluster"]),
         output_dir=Path(raw["output_dir"]).expanduser().absolute(),
         resume=raw.get("resume", False),
         single_trial=bool(raw.get("single_trial", False)),
@@ -167,24 +201,30 @@ def _check_targets(cfg: DictConfig, dims: tuple[Dimension, ...]) -> None:
 _ABSENT = object()
 
 
-def _check_scheduler(section: dict[str, Any], max_epochs: int) -> dict[str, Any]:
+def _cluster(section: dict[str, Any]) -> Cluster:
+    known = {f.name for f in dataclasses.fields(Cluster)}
+    return Cluster(**{k: v for k, v in section.items() if k in known and v is not None})
+
+
+def _check_scheduler(section: dict[str, Any], max_epochs: int) -> Scheduler:
     name = section.get("name")
     if name not in SCHEDULERS:
         raise ConfigError("scheduler", f"unknown scheduler {name!r}; use scheduler=asha or fifo")
-    if name == "asha":
-        grace = _integer(section, "grace_period", minimum=1, prefix="scheduler.")
-        if grace > max_epochs:
-            raise ConfigError(
-                "scheduler.grace_period",
-                f"{grace} exceeds trainer.max_epochs ({max_epochs}); lower it or raise max_epochs",
-            )
-        factor = _number(section, "reduction_factor", prefix="scheduler.")
-        if factor <= 1:
-            raise ConfigError("scheduler.reduction_factor", f"{factor} must be above 1, e.g. 3")
-    return dict(section)
+    if name != "asha":
+        return Scheduler(str(name))
+    grace = _integer(section, "grace_period", minimum=1, prefix="scheduler.")
+    if grace > max_epochs:
+        raise ConfigError(
+            "scheduler.grace_period",
+            f"{grace} exceeds trainer.max_epochs ({max_epochs}); lower it or raise max_epochs",
+        )
+    factor = _number(section, "reduction_factor", prefix="scheduler.")
+    if factor <= 1:
+        raise ConfigError("scheduler.reduction_factor", f"{factor} must be above 1, e.g. 3")
+    return Scheduler(str(name), grace, factor)
 
 
-def _check_searcher(section: dict[str, Any], dims: tuple[Dimension, ...]) -> dict[str, Any]:
+def _check_searcher(section: dict[str, Any], dims: tuple[Dimension, ...]) -> Searcher:
     name = section.get("name")
     if name not in SEARCHERS:
         raise ConfigError(
@@ -198,8 +238,12 @@ def _check_searcher(section: dict[str, Any], dims: tuple[Dimension, ...]) -> dic
             f"grid dimensions run every value and only work with searcher=random, not {name}; "
             f"use type: choice, or searcher=random",
         )
-    fixed_points(list(dims), section.get("points"))  # validated here, before anything starts
-    return dict(section)
+    points = section.get("points")
+    fixed_points(list(dims), points)  # validated here, before anything starts
+    if "n_startup_trials" not in section:
+        return Searcher(str(name), points)
+    startup = _integer(section, "n_startup_trials", minimum=0, prefix="searcher.")
+    return Searcher(str(name), points, startup)
 
 
 def _check_probe(probe: Any) -> str | None:

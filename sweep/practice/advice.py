@@ -11,7 +11,7 @@ from sweep.config.settings import Settings
 def before_sweep(settings: Settings) -> list[str]:
     notices = []
     n = settings.num_samples
-    if settings.searcher["name"] == "quasi_random" and n & (n - 1):
+    if settings.searcher.name == "quasi_random" and n & (n - 1):
         lower, upper = 1 << (n.bit_length() - 1), 1 << n.bit_length()
         notices.append(
             f"notice: quasi_random with num_samples={n}: Sobol points cover the space evenly "

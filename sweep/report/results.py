@@ -65,7 +65,7 @@ def collect(results: Any, settings: Settings) -> list[TrialRow]:
             (series.max() if settings.mode == "max" else series.min()) if len(series) else math.nan
         )
         checkpoint = None
-        if len(series):
+        if len(series) and result.best_checkpoints:  # none yet: a trial cut short early
             ckpt = result.get_best_checkpoint(settings.metric, settings.mode)
             checkpoint = ckpt.path if ckpt is not None else None
         rows.append(

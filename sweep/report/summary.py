@@ -131,14 +131,14 @@ def describe(settings: Settings, folder: Path, command: Sequence[str] | None = N
     argv = ["sweep", *map(_redact_override, sys.argv[1:] if command is None else command)]
     scheduler = settings.scheduler
     stopping = (
-        f"ASHA early stopping (grace {scheduler['grace_period']} epochs, "
-        f"keeps 1/{format_value(scheduler['reduction_factor'])} at each rung)"
-        if scheduler["name"] == "asha"
+        f"ASHA early stopping (grace {scheduler.grace_period} epochs, "
+        f"keeps 1/{format_value(scheduler.reduction_factor)} at each rung)"
+        if scheduler.name == "asha"
         else "no early stopping"
     )
     lines = [
         f"**{settings.num_samples} trials × up to {settings.max_epochs} epochs**, "
-        f"{settings.searcher['name'].replace('_', '-')} search, {stopping}; "
+        f"{settings.searcher.name.replace('_', '-')} search, {stopping}; "
         f"optimising `{settings.metric}` ({settings.mode}).",
         "",
     ]

@@ -16,10 +16,9 @@ import sys
 import uuid
 from typing import Any
 
-from sweep.config.settings import Settings
+from sweep.config.settings import LOCAL, Settings
 from sweep.errors import ConfigError
 
-LOCAL = "local"
 # Seconds to wait for the head's TCP port, then for its GCS to answer a probe.
 CONNECT_TIMEOUT_S = 5.0
 GCS_PROBE_TIMEOUT_S = 30.0
@@ -36,7 +35,7 @@ def start_ray(settings: Settings) -> None:
     # silent; the legacy reporter honours verbose=0. verbose=2 brings Ray's table back.
     os.environ["RAY_AIR_NEW_OUTPUT"] = "1" if settings.verbose >= 2 else "0"
     cluster = settings.cluster
-    address = str(cluster.get("address") or LOCAL)
+    address = cluster.address
     kwargs: dict[str, Any] = {
         "include_dashboard": False,
         "log_to_driver": settings.verbose >= 1,
@@ -44,9 +43,9 @@ def start_ray(settings: Settings) -> None:
         "runtime_env": {"env_vars": trial_env()},
     }
     if address == LOCAL:
-        kwargs.update(num_cpus=cluster.get("num_cpus"), num_gpus=cluster.get("num_gpus"))
+        kwargs.update(num_cpus=cluster.num_cpus, num_gpus=cluster.num_gpus)
     else:
-        storage = shared_storage(cluster.get("storage_path"))
+        storage = shared_storage(cluster.storage_path)
         address = reach_head(address)
     try:
         ray.init(address=address, **kwargs)

@@ -85,9 +85,9 @@ class ProgressLine(DriverCallback):
     @classmethod
     def for_sweep(cls, settings: Settings, total: int) -> ProgressLine:
         scheduler = settings.scheduler
-        if scheduler["name"] == "asha":
-            factor = float(scheduler["reduction_factor"])
-            rungs = asha_rungs(int(scheduler["grace_period"]), factor, settings.max_epochs)
+        if scheduler.name == "asha":
+            factor = scheduler.reduction_factor
+            rungs = asha_rungs(scheduler.grace_period, factor, settings.max_epochs)
             return cls(
                 total,
                 settings.metric,

@@ -58,21 +58,21 @@ def to_domain(dim: Dimension) -> Any:
 
 def make_scheduler(settings: Settings) -> TrialScheduler:
     section = settings.scheduler
-    if section["name"] == "fifo":
+    if section.name == "fifo":
         return FIFOScheduler()
     # One report per epoch, so training_iteration counts epochs and max_t is max_epochs.
     return ASHAScheduler(
         time_attr="training_iteration",
         max_t=settings.max_epochs,
-        grace_period=int(section["grace_period"]),
-        reduction_factor=float(section["reduction_factor"]),
+        grace_period=section.grace_period,
+        reduction_factor=section.reduction_factor,
     )
 
 
 def make_searcher(settings: Settings) -> SearchAlgorithm | Any:
-    name = settings.searcher["name"]
+    name = settings.searcher.name
     # Points the searcher tries first (then it samples): e.g. the same trials for a benchmark.
-    points = fixed_points(list(settings.dims), settings.searcher.get("points")) or None
+    points = fixed_points(list(settings.dims), settings.searcher.points) or None
     if name == "random":
         return BasicVariantGenerator(random_state=settings.seed, points_to_evaluate=points)
     import optuna
@@ -86,7 +86,7 @@ def make_searcher(settings: Settings) -> SearchAlgorithm | Any:
         sampler = optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=settings.seed)
     else:
         sampler = optuna.samplers.TPESampler(
-            seed=settings.seed, n_startup_trials=int(settings.searcher.get("n_startup_trials", 8))
+            seed=settings.seed, n_startup_trials=settings.searcher.n_startup_trials
         )
     return OptunaSearch(sampler=sampler, points_to_evaluate=points)
 
@@ -192,7 +192,7 @@ def load_results(settings: Settings, experiment: str) -> Any:
 def storage_path(settings: Settings, folder: SweepFolder) -> str:
     """Trial checkpoints and Tune's state: the sweep folder, or on a cluster a shared
     location every node reaches, under the same <name>/<timestamp>."""
-    shared = settings.cluster.get("storage_path")
+    shared = settings.cluster.storage_path
     if not shared:
         return str(folder.path)
     return f"{str(shared).rstrip('/')}/{settings.name}/{folder.path.name}"

@@ -1,0 +1,126 @@
+"""The tracker against a real SQLite store, without Ray: the run model a sweep writes
+(parent, stage runs, child runs), found again by tags, closed the way interrupts and
+resumes need."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from sweep.track import tags
+from sweep.track.tracker import Tracker
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> tuple[Tracker, MlflowClient]:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = Tracker(uri, "exp")
+    tracker.start_parent("sweep now", tmp_path, {tags.SEED: "0"}, {"model.lr": 0.01})
+    return tracker, MlflowClient(uri)
+
+
+def test_parent_run_holds_params_tags_and_the_folder(store, tmp_path: Path) -> None:
+    tracker, client = store
+    parent = client.get_run(tracker.parent_run_id)
+    assert parent.data.params == {"model.lr": "0.01"}
+    assert parent.data.tags[tags.SWEEP_DIR] == str(tmp_path)
+    assert parent.data.tags[tags.SEED] == "0"
+    assert parent.info.status == "RUNNING"
+    # A second tracker on the same store reuses the experiment.
+    assert Tracker(tracker.uri, "exp").experiment_id == tracker.experiment_id
+
+
+def test_a_trial_run_is_found_again_not_duplicated(store) -> None:
+    tracker, client = store
+    first = tracker.open_child("t1", "trial 001", {"model.lr": 0.02})
+    tracker.close_child("t1", "KILLED", {tags.END_REASON: "killed"})
+    again = Tracker(tracker.uri, "exp")  # a resumed driver: nothing cached
+    again.resume_parent(tracker.parent_run_id)
+    assert again.child_run("t1") == first
+    assert again.open_child("t1", "trial 001", {"model.lr": 0.02}) == first
+    run = client.get_run(first)
+    assert run.info.status == "RUNNING"
+    assert run.data.tags[tags.PARENT] == tracker.parent_run_id
+    assert run.data.tags[tags.TRIAL_ID] == "t1"
+    assert len(tracker.sweep_runs()) == 1
+
+
+def test_closing_a_failed_trial_keeps_its_traceback(store) -> None:
+    tracker, client = store
+    run_id = tracker.open_child("t1", "trial 001", {})
+    tracker.close_child("t1", "FAILED", {tags.END_REASON: "error"}, error="Traceback ...\nBoom")
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED" and run.data.tags[tags.END_REASON] == "error"
+    assert [a.path for a in client.list_artifacts(run_id)] == ["error.txt"]
+
+
+def test_metrics_steps_are_read_back(store) -> None:
+    tracker, _ = store
+    run_id = tracker.open_child("t1", "trial 001", {})
+    assert tracker.last_step(run_id, "val_acc") == 0
+    for step in (1, 2, 3):
+        tracker.log_metrics({"val_acc": 0.5 + step / 10}, step=step, run_id=run_id)
+    assert tracker.last_step(run_id, "val_acc") == 3
+
+
+def test_stage_runs_nest_trials_and_a_finished_stage_is_not_reopened(store) -> None:
+    tracker, client = store
+    stage = tracker.stage_run("r1", "round 1/2", {tags.ROUND: "1"}, {"search_space.x": "[0, 1]"})
+    tracker.nest_trials_under(stage, {tags.STAGE: "r1"})
+    trial = tracker.open_child("t1", "trial 001", {})
+    assert client.get_run(trial).data.tags[tags.PARENT] == stage
+    assert client.get_run(trial).data.tags[tags.STAGE] == "r1"
+    tracker.end_run("FINISHED", stage)
+    assert tracker.stage_run("r1", "round 1/2", {}, {}, reopen=False) == stage
+    assert client.get_run(stage).info.status == "FINISHED"
+    assert tracker.stage_run("r1", "round 1/2", {}, {}) == stage  # resumed: RUNNING again
+    assert client.get_run(stage).info.status == "RUNNING"
+
+
+def test_an_interrupt_kills_every_open_run_at_any_depth(store) -> None:
+    tracker, client = store
+    direct = tracker.open_child("t0", "trial 000", {})
+    tracker.close_child("t0", "FINISHED", {tags.END_REASON: "completed"})
+    stage = tracker.stage_run("r1", "round 1/2", {}, {})
+    tracker.nest_trials_under(stage, {tags.STAGE: "r1"})
+    nested = tracker.open_child("t1", "trial 001", {})
+    tracker.kill_open_runs("killed")
+    assert client.get_run(direct).info.status == "FINISHED"  # what ended stays as it ended
+    assert client.get_run(nested).info.status == "KILLED"
+    assert client.get_run(nested).data.tags[tags.END_REASON] == "killed"
+    assert client.get_run(stage).info.status == "KILLED"
+    assert tags.END_REASON not in client.get_run(stage).data.tags
+    assert client.get_run(tracker.parent_run_id).info.status == "KILLED"
+
+
+def test_stale_trial_runs_are_closed_as_tune_recorded_them(store) -> None:
+    tracker, client = store
+    stale = tracker.open_child("t1", "trial 001", {})
+    other = tracker.open_child("t2", "trial 002", {})
+    tracker.close_stale_children({"t1": ("stopped_early", "FINISHED")})
+    assert client.get_run(stale).info.status == "FINISHED"
+    assert client.get_run(stale).data.tags[tags.END_REASON] == "stopped_early"
+    assert client.get_run(other).info.status == "RUNNING"  # Tune knows nothing of it
+
+
+def test_discard_deletes_a_new_sweep_but_keeps_a_resumed_parent(store) -> None:
+    tracker, client = store
+    child = tracker.open_child("t1", "trial 001", {})
+    tracker.discard(keep_parent=True)
+    assert client.get_run(child).info.lifecycle_stage == "deleted"
+    assert client.get_run(tracker.parent_run_id).info.status == "FAILED"
+    tracker.discard(keep_parent=False)
+    assert client.get_run(tracker.parent_run_id).info.lifecycle_stage == "deleted"
+
+
+def test_writer_runs_calls_in_order_and_keeps_errors(store) -> None:
+    tracker, _ = store
+    seen: list[int] = []
+    for i in range(5):
+        tracker.writer.submit(lambda i=i: seen.append(i))
+    tracker.writer.submit(lambda: 1 / 0)
+    tracker.writer.flush()
+    assert seen == [0, 1, 2, 3, 4]
+    assert tracker.writer.errors == ["ZeroDivisionError: division by zero"]
