@@ -68,6 +68,7 @@ def prepare_and_run(cfg: DictConfig, signals: StopSignals) -> int:
     base = portable_config(cfg)
     silence(settings.verbose)
     preflight.check(settings, base)
+    signals.check()
     if settings.single_trial:
         return run_single_trial(base, settings)
     if settings.probe == "batch_size":
@@ -109,6 +110,7 @@ def run_sweep(
             start_ray(settings)
         tracker = preparing.result() if preparing else open_store(settings)
         open_parent(tracker, settings, base, folder)
+        signals.check()
         code = sweep_stages(settings, base, folder, tracker, signals)
     except BaseException:
         if signals.received is None:

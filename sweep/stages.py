@@ -192,6 +192,7 @@ def run_stage(
             print("  finished before; read back from its folder", flush=True)
         results = tuner.load_results(staged, experiment)
     else:
+        signals.check()
         tuned = tuner.fit(staged, base, tracker, signals, experiment)
         tracker.writer.flush()
         if tuned.interrupted or tuned.missing_metric is not None:

@@ -16,6 +16,12 @@ import sys
 import uuid
 from typing import Any
 
+import pyarrow.fs
+import ray
+from ray._private import services
+from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
 from sweep.config.settings import LOCAL, Settings
 from sweep.errors import ConfigError
 
@@ -27,8 +33,6 @@ STORAGE_CHECK_TIMEOUT_S = 120.0
 
 
 def start_ray(settings: Settings) -> None:
-    import ray
-
     # Trials must keep the driver's working directory: relative paths in user configs.
     os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
     # Ray's newer console output prints a config box and TensorBoard hints even when
@@ -76,8 +80,6 @@ def reach_head(address: str) -> str:
     Ray's own ``ray.init`` retries a silent or refusing head for minutes and reports a
     rejected token only as "Failed to connect": both are checked here first, quickly.
     """
-    from ray._private import services
-
     if address.startswith("ray://"):
         raise ConfigError(
             "cluster.address",
@@ -114,8 +116,6 @@ def use_token_auth() -> None:
     """
     if "RAY_AUTH_MODE" in os.environ:
         return
-    from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
-
     if AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True):
         os.environ["RAY_AUTH_MODE"] = "token"
         Config.initialize("")  # Ray caches its config: let this process see token mode
@@ -193,9 +193,6 @@ def check_storage_shared(storage: str) -> None:
     Checkpoints are written by trials on their node and read by the driver and by the
     node a failed trial is retried on: a node-local folder would lose them silently.
     """
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     token = uuid.uuid4().hex
     marker = f"{storage.rstrip('/')}/.sweep-check-{token}"
     try:
@@ -236,8 +233,6 @@ def check_storage_shared(storage: str) -> None:
 
 def _filesystem(uri: str) -> tuple[Any, str]:
     """pyarrow's filesystem for a local path or a URI (what Ray Tune itself uses)."""
-    import pyarrow.fs
-
     return pyarrow.fs.FileSystem.from_uri(uri)  # type: ignore[no-any-return]
 
 
@@ -268,8 +263,6 @@ def remove_marker(uri: str) -> None:
 
 # ---- resources -----------------------------------------------------------------------------
 def alive_nodes() -> list[dict[str, Any]]:
-    import ray
-
     return [node for node in ray.nodes() if node.get("Alive")]
 
 

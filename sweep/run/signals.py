@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
+import ray._private.utils as ray_utils
+
 Handler = Callable[[int, FrameType | None], Any]
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -43,8 +45,8 @@ class StopSignals:
             signal.signal(signum, handler)
 
     def take_back(self) -> None:
-        """Our handlers again: after Ray's start-up (it installs a SIGTERM handler of its
-        own) and after each Tune run (whose handler would swallow a later Ctrl-C)."""
+        """Our handlers again: at the start, and after each Tune run (whose handler would
+        swallow a later Ctrl-C)."""
         self._tune = None
         for signum in SIGNALS:
             signal.signal(signum, self._on_signal)
@@ -56,6 +58,15 @@ class StopSignals:
             self._tune = handler
             for signum in SIGNALS:
                 signal.signal(signum, self._on_signal)
+            if self.received is not None:  # it came while Tune started: stop it now
+                handler(signal.SIGINT, None)
+
+    def check(self) -> None:
+        """Raise for a signal already received. Python drops an exception raised in an
+        at-fork callback or a finaliser, and Ray forks its processes at start-up: the
+        phase boundaries call this so a signal swallowed there still stops the sweep."""
+        if self.received is not None:
+            raise KeyboardInterrupt
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self.received is not None:
@@ -68,14 +79,12 @@ class StopSignals:
 
     @contextlib.contextmanager
     def around_ray_start(self) -> Iterator[None]:
-        """``ray.init`` installs a SIGTERM handler that exits with code 15: a SIGTERM
-        during start-up becomes our clean stop too."""
+        """``ray.init`` replaces the SIGTERM handler with one that exits with code 15
+        (an exit Python drops when it fires in a fork callback): keep ours meanwhile."""
+        install = ray_utils.set_sigterm_handler
+        ray_utils.set_sigterm_handler = lambda handler: None
         try:
             yield
-        except SystemExit as exc:
-            if exc.code != signal.SIGTERM:
-                raise
-            self.received = signal.SIGTERM
-            raise KeyboardInterrupt from None
         finally:
-            self.take_back()
+            ray_utils.set_sigterm_handler = install
+        self.check()

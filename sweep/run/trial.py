@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import ray
 import torch
 from hydra.utils import get_class, instantiate
+from ray import tune
 
 from sweep.config.space import Dimension, apply_values, config_values
 from sweep.quiet import silence
@@ -109,9 +111,6 @@ class TuneReporter(L.Callback):
     """
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        import ray
-        from ray import tune
-
         result: dict[str, Any] = epoch_metrics(trainer)
         result[NODE_ID_KEY] = ray.get_runtime_context().get_node_id()
         with tempfile.TemporaryDirectory() as folder:
@@ -127,8 +126,6 @@ def train(
     verbose: int = 0,
 ) -> None:
     """Ray Tune function trainable: ``config`` holds this trial's sampled point."""
-    from ray import tune
-
     # One trial per CPU by default: more torch threads than CPUs only adds contention.
     torch.set_num_threads(max(1, int(cpus)))
     cfg = apply_values(base, config_values(list(dims), config))

@@ -7,10 +7,12 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+import optuna
 from ray import tune
 from ray.tune import ExperimentAnalysis, ResultGrid
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import BasicVariantGenerator, SearchAlgorithm
+from ray.tune.search.optuna import OptunaSearch
 
 from sweep.config.settings import Settings
 from sweep.config.space import Dimension, fixed_points
@@ -75,9 +77,6 @@ def make_searcher(settings: Settings) -> SearchAlgorithm | Any:
     points = fixed_points(list(settings.dims), settings.searcher.points) or None
     if name == "random":
         return BasicVariantGenerator(random_state=settings.seed, points_to_evaluate=points)
-    import optuna
-    from ray.tune.search.optuna import OptunaSearch
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler: optuna.samplers.BaseSampler
     if name == "quasi_random":
