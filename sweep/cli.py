@@ -45,6 +45,9 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    # SIGTERM before the sweep installs its handlers (imports, Hydra): the same clean
+    # stop as Ctrl-C, not a silent death.
+    signal.signal(signal.SIGTERM, _stop_early)
     # Like `python -m`, let `_target_` name modules of the project `sweep` runs in.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -60,8 +63,12 @@ def main() -> None:
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         fail(hydra_error_line(exc, sys.argv[1:]))
     except KeyboardInterrupt:  # before the sweep installed its handlers (imports, Hydra)
-        print("\nInterrupted; nothing to resume.", file=sys.stderr)
-        sys.exit(128 + signal.SIGINT)
+        _stop_early(signal.SIGINT, None)
+
+
+def _stop_early(signum: int, frame: object) -> None:
+    print("\nInterrupted; nothing to resume.", file=sys.stderr)
+    sys.exit(128 + signum)
 
 
 def fail(line: str) -> None:

@@ -112,7 +112,9 @@ def epochs(tmp: Path, stage: str) -> dict[str, list[int]]:
 
 
 def training(tmp: Path, stage: str) -> Callable[[], bool]:
-    return lambda: any(epochs(tmp, stage).values())
+    """True once this process has trained an epoch of ``stage`` (beyond earlier runs')."""
+    before = sum(map(len, epochs(tmp, stage).values()))
+    return lambda: sum(map(len, epochs(tmp, stage).values())) > before
 
 
 def started(sweep: Sweep, tmp: Path, label: str, stage: str) -> Callable[[], bool]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
@@ -29,6 +30,7 @@ class StopSignals:
         self.received: int | None = None  # the signal that asked this sweep to stop
         self._previous: dict[int, Any] = {}
         self._tune: Handler | None = None
+        self._unraisable = sys.unraisablehook
 
     @property
     def exit_code(self) -> int:
@@ -37,12 +39,21 @@ class StopSignals:
 
     def __enter__(self) -> StopSignals:
         self._previous = {s: signal.getsignal(s) for s in SIGNALS}
+        self._unraisable = sys.unraisablehook
+        sys.unraisablehook = self._on_unraisable
         self.take_back()
         return self
 
     def __exit__(self, *exc: object) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+        sys.unraisablehook = self._unraisable
+
+    def _on_unraisable(self, info: Any) -> None:
+        """Python drops an exception raised in an at-fork callback or a finaliser, and
+        prints it: our stop, dropped so, is raised again by :meth:`check`, not printed."""
+        if not (isinstance(info.exc_value, KeyboardInterrupt) and self.received is not None):
+            self._unraisable(info)
 
     def take_back(self) -> None:
         """Our handlers again: at the start, and after each Tune run (whose handler would
@@ -62,9 +73,8 @@ class StopSignals:
                 handler(signal.SIGINT, None)
 
     def check(self) -> None:
-        """Raise for a signal already received. Python drops an exception raised in an
-        at-fork callback or a finaliser, and Ray forks its processes at start-up: the
-        phase boundaries call this so a signal swallowed there still stops the sweep."""
+        """Raise for a signal already received: the phase boundaries call this, so a stop
+        that Python dropped (Ray forks its processes at start-up) still stops the sweep."""
         if self.received is not None:
             raise KeyboardInterrupt
 
