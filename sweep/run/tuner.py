@@ -100,8 +100,8 @@ def total_trials(settings: Settings) -> int:
 
 @dataclass
 class TuneRun:
-    """What one Tune experiment (a stage) left: Tune's ResultGrid, whether a signal or a
-    trial left unfinished cut it short, and the metrics a model reported instead of ours."""
+    """What one Tune experiment (a stage) left: Tune's ResultGrid, whether a stop signal
+    cut it short, and the metrics a model reported instead of ours (when it did)."""
 
     results: Any
     interrupted: bool
@@ -135,7 +135,14 @@ def fit(
     if tune.Tuner.can_restore(experiment):
         # Interrupted trials are "unfinished" and resume from their checkpoints; a trial
         # that already spent its retries stays failed: a resume re-runs nothing that ended.
-        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=False)
+        # Tune keeps only the space's keys: a driver killed before the first trials were
+        # saved would resume a searcher over an empty space.
+        tuner = tune.Tuner.restore(
+            experiment,
+            trainable=trainable,
+            param_space=param_space(list(settings.dims)),
+            resume_errored=False,
+        )
         # Tune restores the run config it pickled, where our callbacks are Detached: hand
         # it the live ones (Tune has no public way to pass them to a restore).
         run_config = tuner._local_tuner.get_run_config()  # type: ignore[union-attr]
@@ -173,12 +180,7 @@ def fit(
         results = tuner.fit()
     finally:
         signals.take_back()
-    # A trial neither terminated nor errored was cut short (Tune may end on a signal
-    # before every trial was even created: hence the count against the sweep's total).
-    ended = results.num_terminated + results.num_errors
-    cut_short = ended < max(len(results), total_trials(settings))
-    interrupted = signals.received is not None or (cut_short and stopper.reported is None)
-    return TuneRun(results, interrupted, stopper.reported)
+    return TuneRun(results, signals.received is not None, stopper.reported)
 
 
 def load_results(settings: Settings, experiment: str) -> Any:
