@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
+import pyarrow.fs
 from ray import tune
 from ray.tune import ExperimentAnalysis, ResultGrid
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
@@ -132,7 +133,7 @@ def fit(
         ),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
     )
-    if tune.Tuner.can_restore(experiment):
+    if resumable(experiment):
         # Interrupted trials are "unfinished" and resume from their checkpoints; a trial
         # that already spent its retries stays failed: a resume re-runs nothing that ended.
         # Tune keeps only the space's keys: a driver killed before the first trials were
@@ -181,6 +182,20 @@ def fit(
     finally:
         signals.take_back()
     return TuneRun(results, signals.received is not None, stopper.reported)
+
+
+def resumable(experiment: str) -> bool:
+    """Whether Tune saved the experiment's state. A driver killed between writing the
+    Tuner and Tune's first save leaves a folder that Tune would restore with one sample
+    instead of num_samples: it never started, so it starts again from scratch."""
+    if not tune.Tuner.can_restore(experiment):
+        return False
+    fs, path = pyarrow.fs.FileSystem.from_uri(experiment)
+    files = fs.get_file_info(pyarrow.fs.FileSelector(path))
+    if any(f.base_name.startswith("experiment_state") for f in files):
+        return True
+    fs.delete_dir(path)
+    return False
 
 
 def load_results(settings: Settings, experiment: str) -> Any:
