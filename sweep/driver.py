@@ -143,7 +143,7 @@ def sweep_stages(
     tracker.close_stale_children(
         {row.trial_id: (row.end_reason, mlflow_status(row.end_reason)) for row in rows}
     )
-    findings = review.review(rows, settings, outcome.stages, folder.path)
+    findings = review.review(rows, settings, outcome.rounds(settings.mode), folder.path)
     findings.record(folder.path, tracker)
     review_lines = findings.lines(settings.metric)
     result = results.finish(rows, settings, base, folder.path, tracker, review_lines)

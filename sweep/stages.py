@@ -36,6 +36,7 @@ from sweep.folder import TUNE_DIR, SweepFolder
 from sweep.practice import boundary
 from sweep.practice.refine import refine_space
 from sweep.report.results import TrialRow, collect, rank
+from sweep.report.review import Round
 from sweep.run import tuner
 from sweep.run.signals import StopSignals
 from sweep.text import format_value
@@ -92,6 +93,11 @@ class StageResult:
             return math.nan
         return max(values) if mode == "max" else min(values)
 
+    def as_round(self, mode: str) -> Round:
+        space = {d.key: (d.low, d.high) for d in self.dims if d.is_numeric}
+        stage = self.stage
+        return Round(stage.label, stage.group, stage.round, len(self.rows), self.best(mode), space)
+
 
 @dataclass
 class Outcome:
@@ -104,6 +110,10 @@ class Outcome:
 
     def rows(self, mode: str) -> list[TrialRow]:
         return rank([row for stage in self.stages for row in stage.rows], mode)
+
+    def rounds(self, mode: str) -> list[Round]:
+        """The stages of refinement chains, for the review's round table."""
+        return [s.as_round(mode) for s in self.stages if s.stage.rounds > 1]
 
 
 def plan(settings: Settings) -> Iterator[Stage]:

@@ -198,3 +198,26 @@ def test_summary_for_a_tracking_server_links_into_it(settings) -> None:
     text = summary.render(result, settings)
     assert "No trial reported val_acc" in text
     assert "MLflow   open http://mlflow.internal:5000/#/experiments/4/runs/r1" in text
+
+
+def test_a_staged_sweeps_description_names_the_best_point(settings) -> None:
+    """The parent run's description with a stage column (rounds): the point, not the
+    table's first cells (``end=completed lr=...``)."""
+    rows = [row(i, 0.9 - i / 100, 20, "completed", 0.0032 * (i + 1)) for i in range(3)]
+    for i, trial in enumerate(rows):
+        trial.stage = f"round {i % 2 + 1}/2"
+    result = SweepResult(
+        rows,
+        rows[0],
+        Path("/s"),
+        Path("/s/results.csv"),
+        Path("/s/best.yaml"),
+        "sqlite:///m.db",
+        "1",
+        "abc",
+    )
+    note = summary.note(result, settings, "what it was")
+    assert note.startswith(
+        "**Best: trial 0, val_acc = 0.9000** (lr=3.2e-3 hidden=128 dropout=0.25)"
+    )
+    assert "| 0 | round 1/2 | 0.9000 | 20 | completed | 3.2e-3 | 128 | 0.25 |" in note

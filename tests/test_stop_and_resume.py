@@ -174,7 +174,8 @@ def assert_complete(tmp: Path, stages: list[str]) -> None:
         assert all(e.count(1) == 1 for e in epochs(tmp, stage).values()), epochs(tmp, stage)
     # The parent run's description leads with the best trial and its point.
     note = parents[0].data.tags["mlflow.note.content"]
-    assert note.startswith("**Best: trial") and "(lr=" in note.splitlines()[0], note
+    head = note.splitlines()[0]
+    assert head.startswith("**Best: trial") and " lr=" in head and "end=" not in head, note
 
 
 def test_every_phase_of_a_staged_sweep_stops_cleanly_and_resumes(tmp_path: Path) -> None:

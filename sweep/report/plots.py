@@ -28,6 +28,7 @@ from matplotlib.ticker import MaxNLocator
 from sweep.config.space import Dimension
 from sweep.practice.boundary import top_count
 from sweep.practice.scientific import Comparison
+from sweep.report.results import TrialRow
 from sweep.run.outcome import DIVERGED, ERROR, STOPPED_EARLY
 from sweep.text import short_key
 
@@ -36,7 +37,7 @@ END_MARKERS = {STOPPED_EARLY: "x", DIVERGED: "v", ERROR: "X"}
 
 
 def metric_vs_params(
-    rows: Sequence[Any], dims: Sequence[Dimension], metric: str, path: Path
+    rows: Sequence[TrialRow], dims: Sequence[Dimension], metric: str, path: Path
 ) -> Path | None:
     """``rows``: TrialRows ranked best first; ``dims``: the configured search space."""
     scored = [row for row in rows if math.isfinite(row.best)]
@@ -79,7 +80,7 @@ def _x(dim: Dimension, value: Any) -> float:
     return float(list(dim.values).index(value)) if value in dim.values else math.nan
 
 
-def learning_curves(rows: Sequence[Any], metric: str, path: Path) -> Path | None:
+def learning_curves(rows: Sequence[TrialRow], metric: str, path: Path) -> Path | None:
     histories = [(row, row.history) for row in rows if row.history is not None]
     histories = [(row, h) for row, h in histories if "epoch" in h and len(h)]
     if not histories:

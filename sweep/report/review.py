@@ -7,6 +7,7 @@ Everything here is plain data and strings (``Review.lines()`` for the summary,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -21,16 +22,29 @@ from sweep.practice import advice, boundary
 from sweep.practice import scientific as roles
 from sweep.practice.boundary import BoundaryWarning
 from sweep.report import plots
+from sweep.report.results import TrialRow
 from sweep.text import format_value, short_key, table
 from sweep.track import tags
 from sweep.track.tracker import Tracker
 
 
 @dataclass
+class Round:
+    """A refinement round, as the round table and checks.json show it."""
+
+    stage: str
+    group: str
+    round: int
+    trials: int
+    best: float
+    space: dict[str, tuple[float | None, float | None]]
+
+
+@dataclass
 class Review:
     notices: list[str] = field(default_factory=list)
     warnings: list[BoundaryWarning] = field(default_factory=list)
-    rounds: list[dict[str, Any]] = field(default_factory=list)
+    rounds: list[Round] = field(default_factory=list)
     comparison: roles.Comparison | None = None
     plots: list[Path] = field(default_factory=list)
 
@@ -56,7 +70,7 @@ class Review:
         return {
             "notices": self.notices,
             "boundary_warnings": [w.as_dict() for w in self.warnings],
-            "rounds": self.rounds,
+            "rounds": [dataclasses.asdict(r) for r in self.rounds],
             "scientific": self.comparison.as_dict() if self.comparison else None,
             "plots": [p.name for p in self.plots],
         }
@@ -79,23 +93,12 @@ class Review:
             tracker.set_tags(warnings)
 
 
-def review(rows: Sequence[Any], settings: Settings, stages: Sequence[Any], folder: Path) -> Review:
-    """``rows``: every trial, ranked; ``stages``: rounds.StageResult list (empty for a plain
-    sweep)."""
-    result = Review(notices=advice.before_sweep(settings))
+def review(
+    rows: Sequence[TrialRow], settings: Settings, rounds: list[Round], folder: Path
+) -> Review:
+    """``rows``: every trial, ranked; ``rounds``: those of refinement chains, if any."""
+    result = Review(notices=advice.before_sweep(settings), rounds=rounds)
     result.warnings = boundary_warnings(rows, settings)
-    result.rounds = [
-        {
-            "stage": s.stage.label,
-            "group": s.stage.group,
-            "round": s.stage.round,
-            "trials": len(s.rows),
-            "best": s.best(settings.mode),
-            "space": {d.key: [d.low, d.high] for d in s.dims if d.is_numeric},
-        }
-        for s in stages
-        if s.stage.rounds > 1
-    ]
     result.comparison = roles.compare(settings.dims, rows, settings.metric, settings.mode)
     plot_dir = folder / PLOTS_DIR
     made = [
@@ -110,7 +113,7 @@ def review(rows: Sequence[Any], settings: Settings, stages: Sequence[Any], folde
     return result
 
 
-def boundary_warnings(rows: Sequence[Any], settings: Settings) -> list[BoundaryWarning]:
+def boundary_warnings(rows: Sequence[TrialRow], settings: Settings) -> list[BoundaryWarning]:
     """The check on the configured ranges, per scientific value (each has its own optimum:
     SGD's best learning rate is not Adam's)."""
     scientific = [d.key for d in settings.dims if d.role == "scientific"]
@@ -126,16 +129,16 @@ def boundary_warnings(rows: Sequence[Any], settings: Settings) -> list[BoundaryW
     return warnings
 
 
-def round_table(rounds: list[dict[str, Any]], metric: str) -> list[str]:
+def round_table(rounds: list[Round], metric: str) -> list[str]:
     header = ["stage", "trials", f"best {metric}", "space"]
     body = [
         [
-            r["stage"],
-            str(r["trials"]),
-            format_value(r["best"]) if math.isfinite(r["best"]) else "-",
+            r.stage,
+            str(r.trials),
+            format_value(r.best) if math.isfinite(r.best) else "-",
             "  ".join(
                 f"{short_key(k)} {format_value(lo)}..{format_value(hi)}"
-                for k, (lo, hi) in r["space"].items()
+                for k, (lo, hi) in r.space.items()
             ),
         ]
         for r in rounds
