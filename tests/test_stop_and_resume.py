@@ -175,7 +175,7 @@ def assert_complete(tmp: Path, stages: list[str]) -> None:
     # The parent run's description leads with the best trial and its point.
     note = parents[0].data.tags["mlflow.note.content"]
     head = note.splitlines()[0]
-    assert head.startswith("**Best: trial") and " lr=" in head and "end=" not in head, note
+    assert head.startswith("**Best: trial") and "lr=" in head and "end=" not in head, note
 
 
 def test_every_phase_of_a_staged_sweep_stops_cleanly_and_resumes(tmp_path: Path) -> None:
