@@ -37,6 +37,8 @@ class TabularDataModule(ArrayDataModule):
 
     def check(self) -> None:
         """Fail fast (before any training starts) on a missing file or column."""
+        if self.path.is_dir():
+            raise IsADirectoryError(f"{self.path} is a folder, not a table file")
         if not self.path.is_file():
             raise FileNotFoundError(f"no such file: {self.path}")
         columns = set(self._read(header_only=True).columns)

@@ -16,12 +16,14 @@ This is the only module that touches Hydra's runtime.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import signal
 import sys
 
 import hydra
+import yaml
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
@@ -48,7 +50,9 @@ def main() -> None:
     # SIGTERM before the sweep installs its handlers (imports, Hydra): the same clean
     # stop as Ctrl-C, not a silent death.
     signal.signal(signal.SIGTERM, _stop_early)
-    # Like `python -m`, let `_target_` name modules of the project `sweep` runs in.
+    # Like `python -m`, let `_target_` name modules of the project `sweep` runs in. Our
+    # config package is imported first: a user's own `conf/` folder must not hide it.
+    importlib.import_module("conf")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     # Hydra prints its own composition errors over many lines and exits 1; let them
@@ -62,6 +66,8 @@ def main() -> None:
         sys.exit(0)
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         fail(hydra_error_line(exc, sys.argv[1:]))
+    except yaml.MarkedYAMLError as exc:  # a config file of the user's that is not YAML
+        fail(yaml_error_line(exc))
     except KeyboardInterrupt:  # before the sweep installed its handlers (imports, Hydra)
         _stop_early(signal.SIGINT, None)
 
@@ -105,6 +111,14 @@ def hydra_error_line(exc: Exception, args: list[str]) -> str:
             "quote values with spaces, brackets or braces, e.g. 'key=[1, 2]'"
         )
     return f"command line: {text.strip().splitlines()[0]}"
+
+
+def yaml_error_line(exc: yaml.MarkedYAMLError) -> str:
+    """``<file>:<line>: <problem>; fix the YAML there``."""
+    mark = exc.problem_mark or exc.context_mark
+    where = f"{mark.name}:{mark.line + 1}" if mark else "a config file"
+    problem = " ".join(f"{exc.context or ''} {exc.problem or ''}".split())
+    return f"{where}: {problem}; fix the YAML there (quote values with ':' or brackets)"
 
 
 def _unparsable(args: list[str]) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import shlex
 import shutil
@@ -44,6 +45,7 @@ from sweep.run.cluster import start_ray
 from sweep.run.outcome import KILLED, mlflow_status
 from sweep.run.signals import StopSignals
 from sweep.run.trial import run_single
+from sweep.text import format_value
 from sweep.track import tags
 from sweep.track.tracker import Tracker
 
@@ -67,7 +69,7 @@ def prepare_and_run(cfg: DictConfig, signals: StopSignals) -> int:
     settings = load_settings(cfg)
     base = portable_config(cfg)
     silence(settings.verbose)
-    preflight.check(settings, base)
+    settings = preflight.check(settings, base)
     signals.check()
     if settings.single_trial:
         return run_single_trial(base, settings)
@@ -86,8 +88,15 @@ def prepare_and_run(cfg: DictConfig, signals: StopSignals) -> int:
 def run_single_trial(base: dict[str, Any], settings: Settings) -> int:
     print(f"Training one trial of {settings.name} in this process (no Ray, no MLflow)...")
     history = run_single(apply_values(base, {}), verbose=settings.verbose)
-    if history:
-        print(f"final {settings.metric}: {history[-1].get(settings.metric, float('nan')):.4f}")
+    values = [epoch.get(settings.metric, math.nan) for epoch in history]
+    scored = [(v, i + 1) for i, v in enumerate(values) if math.isfinite(v)]
+    if not scored:
+        print(f"No epoch reported {settings.metric}.")
+        return EXIT_NO_RESULT
+    pick = max if settings.mode == "max" else min
+    best, epoch = pick(scored, key=lambda pair: pair[0])  # the first epoch of a tie
+    metric = settings.metric
+    print(f"best {metric}: {format_value(best)} (epoch {epoch}); final {format_value(values[-1])}")
     return 0
 
 
@@ -99,6 +108,7 @@ def run_sweep(
     quiet_tune(settings.verbose)
     print(header(settings, folder), flush=True)
     tracker: Tracker | None = None
+    reaper = None
     code = 0
     try:
         # Opening the MLflow store (migrations on a new SQLite file: ~2 s) overlaps Ray's
@@ -107,7 +117,7 @@ def run_sweep(
         local = settings.cluster.is_local
         preparing = in_background(open_store, settings) if local else None
         with signals.around_ray_start():
-            start_ray(settings)
+            reaper = start_ray(settings)
         tracker = preparing.result() if preparing else open_store(settings)
         open_parent(tracker, settings, base, folder)
         signals.check()
@@ -118,6 +128,8 @@ def run_sweep(
     finally:
         with contextlib.suppress(KeyboardInterrupt):  # a signal while Ray stops: noted
             ray.shutdown()
+        if reaper is not None:
+            reaper.close()
     if signals.received is not None:
         return interrupt(folder, tracker, signals)
     return code
@@ -136,8 +148,8 @@ def sweep_stages(
     outcome = stages.run(settings, base, folder, tracker, signals)
     if outcome.interrupted:
         return 0  # the caller sees the signal
-    if outcome.missing_metric is not None:
-        discard(settings, folder, tracker, outcome.missing_metric)
+    if outcome.bad_input is not None:
+        discard(settings, folder, tracker, *outcome.bad_input)
     rows = outcome.rows(settings.mode)
     # A driver killed between a trial's end and its MLflow update left the run RUNNING.
     tracker.close_stale_children(
@@ -224,17 +236,15 @@ def interrupt(folder: SweepFolder, tracker: Tracker | None, signals: StopSignals
     return signals.exit_code
 
 
-def discard(settings: Settings, folder: SweepFolder, tracker: Tracker, reported: list[str]) -> None:
-    """The first report lacked ``metric``: undo the sweep's runs and folder (it produced
+def discard(
+    settings: Settings, folder: SweepFolder, tracker: Tracker, key: str, message: str
+) -> None:
+    """A trial showed a mistake in the config: undo the sweep's runs and folder (it produced
     nothing usable) and fail like any other bad input."""
     tracker.discard(keep_parent=bool(settings.resume))
     if not settings.resume:
         shutil.rmtree(folder.path, ignore_errors=True)
-    raise ConfigError(
-        "metric",
-        f"{settings.metric!r} is not reported by the model, which reports "
-        f"{', '.join(reported) or 'nothing'}; set metric=<one of those> (and mode)",
-    )
+    raise ConfigError(key, message)
 
 
 def describe(settings: Settings, folder: SweepFolder) -> str:

@@ -56,7 +56,11 @@ def folder_to_resume(output_dir: Path, name: str, resume: bool | str) -> SweepFo
     if isinstance(resume, str) and resume.lower() not in ("true", "latest"):
         folder = SweepFolder(Path(resume).expanduser().absolute())
         if not (folder.path / STATE_FILE).is_file():
-            raise ConfigError("resume", f"{folder.path} is not a sweep folder (no {STATE_FILE})")
+            raise ConfigError(
+                "resume",
+                f"{folder.path} is not a sweep folder (no {STATE_FILE}); pass a folder the "
+                "sweep printed, or resume=true for the newest sweep of this name",
+            )
         return folder
     candidates = sorted(p.parent for p in (output_dir / name).glob(f"*/{STATE_FILE}"))
     if not candidates:

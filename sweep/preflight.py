@@ -2,39 +2,75 @@
 
 Each raises :class:`ConfigError` naming the key, the bad value and the fix (exit 2). The
 cheap ones run first: ``check_data`` imports torch and the user's DataModule. A remote
-Ray cluster is checked when the driver joins it (sweep/run/cluster.py): those checks need
-a connection.
+Ray cluster's head is reached here; whether every node sees the shared storage needs a
+connection, so that is checked when the driver joins (sweep/run/cluster.py).
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import tempfile
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.utils import get_object
 
 from sweep.config.settings import Settings
 from sweep.config.space import apply_values
 from sweep.errors import ConfigError
-from sweep.run.cluster import check_resources
+from sweep.run.cluster import check_resources, reach_head, shared_storage
 from sweep.run.trial import build_datamodule
 
 # Seconds to wait for a tracking server's /health before calling it unreachable.
 TRACKING_TIMEOUT_S = 5.0
 
 
-def check(settings: Settings, base: dict[str, Any]) -> None:
+def check(settings: Settings, base: dict[str, Any]) -> Settings:
+    """Raise the first mistake found; returns the settings with a remote cluster's head
+    address resolved (``auto`` → host:port)."""
     if not settings.single_trial:
         check_writable(settings.output_dir)
         probe_tracking(settings.tracking_uri)
         if settings.cluster.is_local:
             check_resources(settings, [local_resources(settings)])  # before Ray starts
-    check_data(base)
+        else:
+            head = reach_head(settings.cluster.address)
+            shared_storage(settings.cluster.storage_path)
+            settings = replace(settings, cluster=replace(settings.cluster, address=head))
+    cfg = apply_values(base, {})  # resolved as a whole: `seed: ${seed}` points outside
+    for section in ("data", "model"):
+        if not (cfg.get(section) or {}).get("_target_"):
+            raise ConfigError(f"{section}._target_", "missing; name your Lightning class")
+        check_targets(cfg[section], section)
+    check_data(cfg["data"])
+    return settings
+
+
+def check_targets(node: Any, path: str) -> None:
+    """Every ``_target_`` (nested ones too: a network, a ``_partial_`` optimizer) imports:
+    a typo found here costs nothing; found in the trials, it fails every one of them."""
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            check_targets(item, f"{path}[{i}]")
+    if not isinstance(node, dict):
+        return
+    target = node.get("_target_")
+    if isinstance(target, str):
+        try:
+            get_object(target)
+        except Exception as exc:  # ImportError, AttributeError, or the module's own error
+            reason = " ".join(str(exc.__cause__ or exc).split())
+            raise ConfigError(
+                f"{path}._target_",
+                f"cannot import {target!r} ({reason}); is its package installed, or in the "
+                "folder you run sweep from?",
+            ) from None
+    for key, value in node.items():
+        check_targets(value, f"{path}.{key}")
 
 
 def check_writable(output_dir: Path) -> None:
@@ -109,22 +145,9 @@ def local_resources(settings: Settings) -> dict[str, float]:
     return {"CPU": float(cpus), "GPU": float(gpus or 0)}
 
 
-def check_data(base: dict[str, Any]) -> None:
+def check_data(data: dict[str, Any]) -> None:
     """Let a DataModule with a cheap ``check()`` (file and columns exist) fail fast."""
-    # Resolved as a whole: `seed: ${seed}` points outside the data section.
-    data = apply_values(base, {}).get("data") or {}
-    target = data.get("_target_")
-    if not target:
-        raise ConfigError("data._target_", "missing; name your LightningDataModule class")
-    try:
-        module, _, name = target.rpartition(".")
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigError(
-            "data._target_",
-            f"cannot import {target!r} ({exc}); is its package installed or in this folder?",
-        ) from None
-    if hasattr(cls, "check"):
+    if hasattr(get_object(data["_target_"]), "check"):
         try:
             build_datamodule(data).check()  # type: ignore[attr-defined]
         except OSError as exc:

@@ -101,12 +101,12 @@ class StageResult:
 
 @dataclass
 class Outcome:
-    """The stages that finished; whether a signal cut the sweep short; and the metrics
-    the model reported when it did not report the one being optimised."""
+    """The stages that finished; whether a signal cut the sweep short; and a mistake in
+    the config that the trials showed, as (key, message)."""
 
     stages: list[StageResult] = field(default_factory=list)
     interrupted: bool = False
-    missing_metric: list[str] | None = None
+    bad_input: tuple[str, str] | None = None
 
     def rows(self, mode: str) -> list[TrialRow]:
         return rank([row for stage in self.stages for row in stage.rows], mode)
@@ -152,7 +152,7 @@ def run(
             current = {d.key: d for d in space}
             allowed = {key: _union(dim, current[key]) for key, dim in allowed.items()}
         result = run_stage(stage, space, settings, base, folder, tracker, signals)
-        if isinstance(result, Outcome):  # cut short: by a signal, or by a missing metric
+        if isinstance(result, Outcome):  # cut short: by a signal, or by bad input
             return dataclasses.replace(result, stages=outcome.stages)
         outcome.stages.append(result)
         chain += result.rows
@@ -205,8 +205,8 @@ def run_stage(
         signals.check()
         tuned = tuner.fit(staged, base, tracker, signals, experiment)
         tracker.writer.flush()
-        if tuned.interrupted or tuned.missing_metric is not None:
-            return Outcome(interrupted=tuned.interrupted, missing_metric=tuned.missing_metric)
+        if tuned.interrupted or tuned.bad_input is not None:
+            return Outcome(interrupted=tuned.interrupted, bad_input=tuned.bad_input)
         results = tuned.results
     rows = collect(results, staged)
     for row in rows:

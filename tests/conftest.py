@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,3 +51,42 @@ def run_sweep(
 
 def sweep_folders(cwd: Path, name: str = "mlp_digits") -> list[Path]:
     return sorted(p for p in (cwd / "sweeps" / name).iterdir() if p.is_dir())
+
+
+class Sweep:
+    """One `sweep` process, its output in files that the test reads while it runs."""
+
+    def __init__(self, tmp: Path, args: list[str], cwd: Path) -> None:
+        self.out, self.err = tmp / "out.txt", tmp / "err.txt"
+        with self.out.open("w") as out, self.err.open("w") as err:
+            self.proc = subprocess.Popen(
+                [SWEEP, *args],
+                cwd=cwd,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                stdout=out,
+                stderr=err,
+                start_new_session=True,  # its own process group: cleaned up by group id
+            )
+
+    def wait(self, condition: Callable[[], bool], timeout: float = 240) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert self.proc.poll() is None, f"sweep ended early:\n{self.output()}"
+            assert time.monotonic() < deadline, f"timed out waiting:\n{self.output()}"
+            time.sleep(0.1)
+
+    def stop(self, signum: int) -> tuple[int, str, str]:
+        os.kill(self.proc.pid, signum)
+        return self.finish()
+
+    def finish(self) -> tuple[int, str, str]:
+        try:
+            self.proc.wait(timeout=240)
+        finally:
+            # A SIGKILLed driver cannot stop the Ray processes it started: its group can.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        return self.proc.returncode, self.out.read_text(), self.err.read_text()
+
+    def output(self) -> str:
+        return self.out.read_text() + self.err.read_text()

@@ -65,6 +65,34 @@ CASES: list[tuple[tuple[str, ...], str, str]] = [
     ),
     (("data=tabular", "data.target=y"), "data.path", "is required (???) and not set"),
     (("resume=true",), "resume", "no sweep named 'mlp_digits'"),
+    (("resume=/no/such/sweep",), "resume", "or resume=true for the newest sweep"),
+    # Found before Ray starts, not in every trial: imports and the types a choice replaces.
+    (("model._target_=nosuch.module.Model",), "model._target_", "cannot import 'nosuch.module"),
+    (
+        ("data._target_=models.digits.NoSuchData",),
+        "data._target_",
+        "cannot import 'models.digits.NoSuchData'",
+    ),
+    (
+        ("search_space.model.hidden.values=[64,abc]",),
+        "search_space.model.hidden.values",
+        "'abc' is a string, but model.hidden is a number (128); list numbers only",
+    ),
+    (
+        ("+search_space.model.lr.extra=1",),
+        "search_space.model.lr.extra",
+        "takes low, high (and role), not extra; remove it",
+    ),
+    (
+        ("search_space.model.hidden={type: choice, values: null}",),
+        "search_space.model.hidden",
+        "needs values; e.g. {type: choice, values: [a, b]}",
+    ),
+    (("name=../../escape",), "name", "not a folder name inside output_dir"),
+    (("num_samples=abc",), "num_samples", "'abc' is not a whole number; e.g. num_samples=1"),
+    (("trainer.max_epochs=abc",), "trainer.max_epochs", "e.g. trainer.max_epochs=1"),
+    (("data=tabular", "data.path=.", "data.target=y"), "data.path", "is a folder, not a table"),
+    (("cluster.address=127.0.0.1:9",), "cluster.address", "no Ray head answers at 127.0.0.1:9"),
 ]
 
 
@@ -133,6 +161,19 @@ def test_the_command_prints_one_line_and_exits_2(tmp_path, args, line) -> None:
     assert_nothing_written(tmp_path)
 
 
+def test_a_yaml_mistake_names_the_file_and_line(tmp_path) -> None:
+    """Also in a config folder named like Hydra's usual `conf/`, which must not hide ours."""
+    broken = tmp_path / "conf" / "model"
+    broken.mkdir(parents=True)
+    (broken / "mine.yaml").write_text("_target_: models.mlp.MLPClassifier\nlr: [0.1\nhidden: 64\n")
+    proc = run_sweep(tmp_path, "--config-dir", "conf", "model=mine", timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.startswith(f"error: {broken / 'mine.yaml'}:3: "), proc.stderr
+    assert "fix the YAML there" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["conf"]
+
+
 @pytest.mark.slow
 def test_a_metric_the_model_never_logs_stops_at_the_first_report(tmp_path) -> None:
     """Only a trial can tell: the first report ends the sweep, names the metrics that exist,
@@ -149,5 +190,7 @@ def test_a_metric_the_model_never_logs_stops_at_the_first_report(tmp_path) -> No
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     experiment = client.get_experiment_by_name("mlp_digits")
-    assert client.search_runs([experiment.experiment_id]) == []  # only deleted runs remain
+    assert experiment is None  # runs, experiment and artifacts gone for good
     assert list((tmp_path / "sweeps" / "mlp_digits").iterdir()) == []
+    assert not (tmp_path / "mlruns").exists() or not any((tmp_path / "mlruns").rglob("*.yaml"))
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

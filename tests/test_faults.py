@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, run_sweep
+from tests.conftest import REPO, Sweep, run_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -95,6 +95,7 @@ def test_exhausted_retries_mark_the_run_failed_with_its_error(fault_sweep) -> No
     assert "error.txt" in artifacts
     text = Path(client.download_artifacts(run.info.run_id, "error.txt")).read_text()
     assert "faulty_models/mlp.py" in text and "InjectedFault" in text  # the stack
+    assert "\x1b[" not in text + run.data.tags["sweep.error"]  # plain text, no colours
     assert steps(client, run) == [1]
     table = pd.read_csv(folder / "results.csv")
     assert "error" in set(table["end_reason"])
@@ -122,3 +123,20 @@ def test_a_trial_killed_by_the_os_is_retried(fault_sweep) -> None:
     epochs = tune_epochs(folder, "kill_once")
     assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) >= 2, epochs
     assert steps(client, run) == epochs
+
+
+def test_two_sweeps_started_together_on_a_new_store_both_finish(tmp_path) -> None:
+    """Two sweeps launched at once, one MLflow SQLite file that does not exist yet."""
+    common = ["num_samples=1", "trainer.max_epochs=2", f"tracking.uri=sqlite:///{tmp_path}/m.db"]
+    sweeps = []
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+        args = [f"name={name}", f"output_dir={tmp_path}/sweeps", *common]
+        sweeps.append(Sweep(tmp_path / name, args, cwd=tmp_path / name))
+    for sweep in sweeps:
+        code, out, err = sweep.finish()
+        assert code == 0, out + err
+    client = MlflowClient(f"sqlite:///{tmp_path}/m.db")
+    for name in ("first", "second"):
+        runs = client.search_runs([client.get_experiment_by_name(name).experiment_id])
+        assert {r.info.status for r in runs} == {"FINISHED"} and len(runs) == 2

@@ -1,13 +1,13 @@
-"""Interruptions of the driver, for real: SIGINT and SIGTERM stop the sweep cleanly (runs
-closed as KILLED, the resume command printed); a SIGKILL at any moment is resumed by the
-user's command, re-running nothing that finished and duplicating no MLflow run."""
+"""A plain sweep's driver SIGKILLed mid-sweep, for real: the user's command with
+``resume=true`` re-runs nothing that finished and duplicates no MLflow run, and resuming a
+finished sweep changes nothing. (Stops by SIGINT and SIGTERM in every phase of a sweep:
+tests/test_stop_and_resume.py.)"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import shlex
 import signal
 import subprocess
 import time
@@ -127,30 +127,6 @@ def assert_resumed_completely(tmp: Path, parent_id: str) -> None:
     (folder,) = (tmp / "sweeps" / NAME).iterdir()
     table = pd.read_csv(folder / "results.csv")
     assert len(table) == 3 and set(table["end_reason"]) == {"completed"}
-
-
-def test_sigint_stops_cleanly_and_the_printed_command_resumes(tmp_path) -> None:
-    code, out, err = interrupt(tmp_path, signal.SIGINT)
-    assert code == 130, out + err
-    command = assert_cleanly_stopped(tmp_path, out, err)
-    _, parent, _ = mlflow_runs(tmp_path)
-    before = epochs_by_trial(tmp_path)
-
-    args = shlex.split(command)[1:]
-    proc = run_sweep(FAULTY, *args)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Resuming sweep" in proc.stdout
-    assert_resumed_completely(tmp_path, parent.info.run_id)
-    after = epochs_by_trial(tmp_path)
-    for trial_id, epochs in before.items():  # interrupted trials went on from a checkpoint
-        assert after[trial_id][: len(epochs)] == epochs
-        assert after[trial_id].count(1) == 1, after[trial_id]
-
-
-def test_sigterm_takes_the_same_graceful_path(tmp_path) -> None:
-    code, out, err = interrupt(tmp_path, signal.SIGTERM)
-    assert code == 143, out + err
-    assert_cleanly_stopped(tmp_path, out, err)
 
 
 def test_sigkill_then_resume_reruns_nothing_and_duplicates_nothing(tmp_path) -> None:

@@ -139,7 +139,7 @@ def test_readme_command_runs(command: str, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     if "single_trial=true" in args:
-        assert "final val_acc:" in proc.stdout
+        assert "best val_acc:" in proc.stdout
     else:
         assert "Best: trial 0" in proc.stdout
         assert "mlflow ui --backend-store-uri" in proc.stdout

@@ -105,7 +105,12 @@ def test_the_stopper_pickles_as_data_and_names_what_the_model_reports() -> None:
     stopper = pickle.loads(pickle.dumps(TrialStopper("val_acc")))
     assert not stopper("t", {"epoch": 1, "val_acc": 0.5})
     assert stopper("t", {"epoch": 1, "val/acc": 0.5, "train_loss": 1.0})
-    assert stopper.stop_all() and stopper.reported == ["train_loss", "val/acc"]
+    assert stopper.stop_all()
+    assert stopper.bad_input == (
+        "metric",
+        "'val_acc' is not reported by the model, which reports train_loss, val/acc; "
+        "set metric=<one of those> (and mode)",
+    )
     assert TrialStopper("val_acc")("t", {"epoch": 2, "val_acc": 0.1, "diverged": 1.0})
 
 
@@ -115,7 +120,9 @@ def logger(composed, tmp_path: Path) -> tuple[MlflowTrialLogger, Tracker, Mlflow
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     tracker = Tracker(uri, "exp")
     tracker.start_parent("sweep", tmp_path, {}, {})
-    callback = MlflowTrialLogger(tracker, settings.dims, settings.max_epochs, StopSignals())
+    callback = MlflowTrialLogger(
+        tracker, settings.dims, settings.max_epochs, StopSignals(), TrialStopper("val_acc")
+    )
     return callback, tracker, MlflowClient(uri)
 
 
@@ -152,7 +159,7 @@ def test_a_resumed_trial_logs_each_step_once(logger) -> None:
     callback.on_trial_result(0, [trial], trial, {"epoch": 2, "val_acc": 0.6})
     tracker.writer.flush()
     # A restored driver: new callbacks; Tune replays epoch 2 from the last saved state.
-    again = MlflowTrialLogger(tracker, callback.dims, 3, StopSignals())
+    again = MlflowTrialLogger(tracker, callback.dims, 3, StopSignals(), callback.stopper)
     again.on_trial_start(0, [trial], trial)
     again.on_trial_result(
         0, [trial], trial, {"epoch": 2, "val_acc": 0.6, "iterations_since_restore": 1}

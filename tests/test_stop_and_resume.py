@@ -10,12 +10,9 @@ resumed each time. Both end with one parent run, one run per stage, every trial 
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shlex
 import signal
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +20,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, SWEEP
+from tests.conftest import REPO, Sweep
 
 pytestmark = pytest.mark.slow
 
@@ -48,46 +45,6 @@ def base_args(tmp: Path) -> list[str]:
         f"output_dir={tmp}/sweeps",
         f"tracking.uri=sqlite:///{tmp}/mlflow.db",
     ]
-
-
-class Sweep:
-    """One `sweep` process, its output in files that the test reads while it runs."""
-
-    def __init__(self, tmp: Path, args: list[str]) -> None:
-        self.tmp = tmp
-        self.out, self.err = tmp / "out.txt", tmp / "err.txt"
-        with self.out.open("w") as out, self.err.open("w") as err:
-            self.proc = subprocess.Popen(
-                [SWEEP, *args],
-                cwd=FAULTY,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                stdout=out,
-                stderr=err,
-                start_new_session=True,  # its own process group: cleaned up by group id
-            )
-
-    def wait(self, condition: Callable[[], bool], timeout: float = 240) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            assert self.proc.poll() is None, f"sweep ended early:\n{self.output()}"
-            assert time.monotonic() < deadline, f"timed out waiting:\n{self.output()}"
-            time.sleep(0.1)
-
-    def stop(self, signum: int) -> tuple[int, str, str]:
-        os.kill(self.proc.pid, signum)
-        return self.finish()
-
-    def finish(self) -> tuple[int, str, str]:
-        try:
-            self.proc.wait(timeout=240)
-        finally:
-            # A SIGKILLed driver cannot stop the Ray processes it started: its group can.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        return self.proc.returncode, self.out.read_text(), self.err.read_text()
-
-    def output(self) -> str:
-        return self.out.read_text() + self.err.read_text()
 
 
 def folder(tmp: Path) -> Path | None:
@@ -201,12 +158,12 @@ def test_every_phase_of_a_staged_sweep_stops_cleanly_and_resumes(tmp_path: Path)
     ]
     current = args
     for _moment, signum, when in moments:
-        sweep = Sweep(tmp_path, current)
+        sweep = Sweep(tmp_path, current, FAULTY)
         sweep.wait(when(sweep))
         code, out, err = sweep.stop(signum)
         resume = assert_stopped(tmp_path, signum, code, out, err)
         current = resume or current
-    code, out, err = Sweep(tmp_path, current).finish()
+    code, out, err = Sweep(tmp_path, current, FAULTY).finish()
     assert code == 0, out + err
     # The report-phase stop may have come just after the sweep had finished.
     assert "Best: trial" in out or "already finished" in out, out
@@ -228,12 +185,12 @@ def test_scientific_stages_resume_after_sigkill_in_each_stage(tmp_path: Path) ->
         ("hidden=64", "hidden-64", "training"),
     ]
     for i, (label, stage, phase) in enumerate(kills):
-        sweep = Sweep(tmp_path, args if i == 0 else resume)
+        sweep = Sweep(tmp_path, args if i == 0 else resume, FAULTY)
         when = started(sweep, tmp_path, label, stage) if phase == "start-up" else None
         sweep.wait(when or training(tmp_path, stage))
         code, _, _ = sweep.stop(signal.SIGKILL)
         assert code == -signal.SIGKILL
-    code, out, err = Sweep(tmp_path, resume).finish()
+    code, out, err = Sweep(tmp_path, resume, FAULTY).finish()
     assert code == 0, out + err
     assert "Resuming sweep" in out and "Best: trial" in out
     assert_complete(tmp_path, ["hidden-32", "hidden-64"])

@@ -110,8 +110,14 @@ def test_best_config_re_runs_as_a_single_trial(small_sweep) -> None:
     proc = run_sweep(cwd, "--config-dir", str(folder), "--config-name", "best", "single_trial=true")
     assert proc.returncode == 0, proc.stderr
     assert "epoch   4" in proc.stdout
-    final = float(proc.stdout.strip().splitlines()[-1].split(":")[1])
-    assert final > 0.5
+    # The best epoch's val_acc, not the last one's.
+    epochs = [line for line in proc.stdout.splitlines() if line.startswith("epoch ")]
+    accs = [float(line.split("val_acc=")[1].split()[0]) for line in epochs]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("best val_acc: "), last
+    best = float(last.split()[2])
+    assert best > 0.5 and math.isclose(best, max(accs), abs_tol=1e-4)
+    assert f"(epoch {accs.index(max(accs)) + 1})" in last
 
 
 def test_cli_overrides_change_the_sweep(tmp_path) -> None:

@@ -4,9 +4,11 @@ resumes need."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from sweep.track import tags
@@ -105,14 +107,32 @@ def test_stale_trial_runs_are_closed_as_tune_recorded_them(store) -> None:
     assert client.get_run(other).info.status == "RUNNING"  # Tune knows nothing of it
 
 
-def test_discard_deletes_a_new_sweep_but_keeps_a_resumed_parent(store) -> None:
+def test_discard_leaves_nothing_of_a_new_sweep_and_keeps_a_resumed_parent(
+    store, tmp_path: Path
+) -> None:
     tracker, client = store
     child = tracker.open_child("t1", "trial 001", {})
-    tracker.discard(keep_parent=True)
-    assert client.get_run(child).info.lifecycle_stage == "deleted"
+    (tmp_path / "table.csv").write_text("a\n1\n")
+    tracker.log_artifact(tmp_path / "table.csv", run_id=child)
+    artifacts = Path(client.get_run(child).info.artifact_uri)
+    assert (artifacts / "table.csv").is_file()
+    tracker.discard(keep_parent=True)  # a resumed sweep: its parent stays, FAILED
+    with pytest.raises(MlflowException):
+        client.get_run(child)  # gone for good, not soft-deleted
+    assert not artifacts.parent.exists()
     assert client.get_run(tracker.parent_run_id).info.status == "FAILED"
-    tracker.discard(keep_parent=False)
-    assert client.get_run(tracker.parent_run_id).info.lifecycle_stage == "deleted"
+    tracker.discard(keep_parent=False)  # a new sweep: its experiment goes too
+    with pytest.raises(MlflowException):
+        client.get_run(tracker.parent_run_id)
+    assert client.get_experiment_by_name("exp") is None
+
+
+def test_two_trackers_open_a_new_store_at_once(tmp_path: Path) -> None:
+    """Two sweeps started together on a SQLite file that does not exist yet."""
+    uri = f"sqlite:///{tmp_path}/new.db"
+    with ThreadPoolExecutor(2) as pool:
+        a, b = pool.map(lambda name: Tracker(uri, name), ["one", "two"])
+    assert {a.experiment_id, b.experiment_id} == {"1", "2"}
 
 
 def test_writer_runs_calls_in_order_and_keeps_errors(store) -> None:

@@ -7,11 +7,12 @@ the fix; nothing has been started or written yet when it does.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweep.config.space import Dimension, fixed_points, parse_space
 from sweep.errors import ConfigError
@@ -21,6 +22,7 @@ SCHEDULERS = ("asha", "fifo")
 PROBES = ("batch_size",)
 SEARCHERS = ("random", "quasi_random", "tpe")
 MODES = ("min", "max")
+NAME = re.compile(r"[\w.-]+")
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class Settings:
 
 def load_settings(cfg: DictConfig) -> Settings:
     """Validate ``cfg`` and return its typed view; raises ConfigError on the first mistake."""
+    _default_names(cfg)
     _check_required(cfg)
     raw = _plain(cfg)
     mode = raw["mode"]
@@ -112,7 +115,7 @@ def load_settings(cfg: DictConfig) -> Settings:
     scheduler = _check_scheduler(raw["scheduler"], max_epochs)
     searcher = _check_searcher(raw["searcher"], dims)
     return Settings(
-        name=str(raw["name"]),
+        name=_check_name(raw["name"]),
         metric=metric,
         mode=mode,
         num_samples=num_samples,
@@ -134,6 +137,30 @@ def load_settings(cfg: DictConfig) -> Settings:
         refine_rounds=_integer(raw, "refine_rounds", minimum=0) if "refine_rounds" in raw else 0,
         probe=_check_probe(raw.get("probe")),
     )
+
+
+def _default_names(cfg: DictConfig) -> None:
+    """``name: ${model.name}_${data.name}`` with model or data configs written elsewhere,
+    which have no ``name:``: the class's name stands in (DigitsLitModule → digits)."""
+    for section in ("model", "data"):
+        node = cfg.get(section)
+        if isinstance(node, DictConfig) and "name" not in node:
+            target = str(node.get("_target_") or section).rsplit(".", 1)[-1]
+            name = re.sub(r"(Lit)?(Data)?Module$", "", target).lower() or section
+            with open_dict(node):
+                node.name = name
+
+
+def _check_name(name: Any) -> str:
+    """The name becomes a folder under output_dir and an MLflow experiment: one word."""
+    text = str(name)
+    if not NAME.fullmatch(text) or text in (".", ".."):
+        raise ConfigError(
+            "name",
+            f"{text!r} is not a folder name inside output_dir; use letters, digits, '.', "
+            "'_' and '-', e.g. name=my_sweep",
+        )
+    return text
 
 
 def _plain(cfg: DictConfig) -> dict[str, Any]:
@@ -171,7 +198,9 @@ def _integer(
 ) -> int:
     value = section.get(key)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(prefix + key, f"{value!r} is not a whole number")
+        raise ConfigError(
+            prefix + key, f"{value!r} is not a whole number; e.g. {prefix}{key}={minimum or 1}"
+        )
     if minimum is not None and value < minimum:
         raise ConfigError(prefix + key, f"{value} is below {minimum}; set {prefix}{key}>={minimum}")
     return value
@@ -180,22 +209,37 @@ def _integer(
 def _number(section: dict[str, Any], key: str, prefix: str = "") -> float:
     value = section.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(prefix + key, f"{value!r} is not a number")
+        raise ConfigError(prefix + key, f"{value!r} is not a number; e.g. {prefix}{key}=1")
     return float(value)
 
 
 def _check_targets(cfg: DictConfig, dims: tuple[Dimension, ...]) -> None:
     """Each dimension must set a key that exists, so a typo cannot tune nothing silently."""
     for dim in dims:
-        if (
-            dim.key.split(".")[0] == "search_space"
-            or OmegaConf.select(cfg, dim.key, default=_ABSENT, throw_on_missing=False) is _ABSENT
-        ):
+        current = OmegaConf.select(cfg, dim.key, default=_ABSENT, throw_on_missing=False)
+        if dim.key.split(".")[0] == "search_space" or current is _ABSENT:
             raise ConfigError(
                 f"search_space.{dim.key}",
                 f"tunes {dim.key}, which is not a key of the config; fix the name, or add the "
                 f"key first with +{dim.key}=<default>",
             )
+        kind = _kind(current)
+        for value in dim.values:  # a choice replaces the value: a str for an int is a typo
+            if kind and value is not None and _kind(value) != kind:
+                raise ConfigError(
+                    f"search_space.{dim.key}.values",
+                    f"{value!r} is a {_kind(value)}, but {dim.key} is a {kind} ({current!r}); "
+                    f"list {kind}s only",
+                )
+
+
+def _kind(value: Any) -> str | None:
+    """What a config value is, as far as a choice must match it (None: anything goes)."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return "string" if isinstance(value, str) else None
 
 
 _ABSENT = object()

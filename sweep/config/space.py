@@ -95,10 +95,16 @@ def parse_dimension(path: str, node: Mapping[str, Any]) -> Dimension:
     required, optional, _ = TYPES[kind]
     missing = [k for k in required if node.get(k) is None]
     if missing:
-        raise ConfigError(path, f"type {kind} needs {', '.join(missing)}")
+        example = "values: [a, b]" if kind in ("choice", "grid") else "low: 0, high: 1"
+        raise ConfigError(
+            path, f"type {kind} needs {', '.join(missing)}; e.g. {{type: {kind}, {example}}}"
+        )
     extra = sorted(set(node) - {"type", *required, *optional, *COMMON_KEYS})
     if extra:
-        raise ConfigError(path, f"type {kind} takes {', '.join(required)}, not {', '.join(extra)}")
+        raise ConfigError(
+            f"{path}.{extra[0]}",
+            f"type {kind} takes {', '.join(required)} (and role), not {extra[0]}; remove it",
+        )
     key = path.split(".", 1)[1]
     role = _role(path, kind, node.get("role"))
     if kind in ("choice", "grid"):

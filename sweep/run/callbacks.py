@@ -17,8 +17,10 @@ from ray.tune.experiment import Trial
 
 from sweep.config.space import Dimension, config_values
 from sweep.run.outcome import (
+    ERROR,
     KILLED,
     NODE_ID_KEY,
+    TrialStopper,
     end_reason,
     mlflow_status,
     trial_number,
@@ -28,6 +30,9 @@ from sweep.run.signals import StopSignals
 from sweep.text import describe_point
 from sweep.track import tags
 from sweep.track.tracker import Tracker
+
+SETUP_ERROR = re.compile(r"SetupError: (model|data): (.*)")
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 class Detached(tune.Callback):
@@ -63,9 +68,11 @@ class MlflowTrialLogger(DriverCallback):
         dims: tuple[Dimension, ...],
         max_epochs: int,
         signals: StopSignals,
+        stopper: TrialStopper,
     ) -> None:
         self.tracker = tracker
         self.signals = signals
+        self.stopper = stopper
         self.dims = list(dims)
         self.max_epochs = max_epochs
         self.unfinished: list[str] = []
@@ -112,12 +119,16 @@ class MlflowTrialLogger(DriverCallback):
     def on_trial_recover(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
-        """A failed trial about to be retried from its last checkpoint: same run, noted."""
+        """A failed trial about to be retried, from its last checkpoint or from the start:
+        same run, noted. One that could not build its model or data stops the sweep."""
+        if self._setup_failed(trial):
+            return
         trial_id, retries = trial.trial_id, trial.num_failures
         error = _last_line(trial.error_file)
         number = trial_number(trial_id, trial.experiment_tag)
+        start = "from its last checkpoint" if trial.checkpoint else "from the start"
         print(
-            f"\ntrial {number} failed ({_short(error)}); retry {retries} from its last checkpoint",
+            f"\ntrial {number} failed ({_short(error)}); retry {retries} {start}",
             file=sys.stderr,
             flush=True,
         )
@@ -149,6 +160,9 @@ class MlflowTrialLogger(DriverCallback):
     def on_trial_error(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
+        if self._setup_failed(trial):
+            self._close(trial, ERROR, error_file=trial.error_file)
+            return
         error = _short(_last_line(trial.error_file))
         print(
             f"\ntrial {trial_number(trial.trial_id, trial.experiment_tag)} failed ({error}); "
@@ -158,13 +172,21 @@ class MlflowTrialLogger(DriverCallback):
         )
         self._close(trial, "error", error_file=trial.error_file)
 
+    def _setup_failed(self, trial: Trial) -> bool:
+        """The trial failed building its model or data, before its first report: the
+        config is wrong, and every retry and every other trial would fail the same way."""
+        found = SETUP_ERROR.findall(_read(trial.error_file))
+        if not found or "epoch" in (trial.last_result or {}):
+            return False
+        key, message = found[-1]
+        self.stopper.bad_input = (key, f"{message.strip()}; fix the {key} config")
+        return True
+
     def _close(self, trial: Trial, reason: str, error_file: str | None = None) -> None:
         trial_id = trial.trial_id
 
         def write() -> None:
-            error = (
-                Path(error_file).read_text() if error_file and Path(error_file).is_file() else None
-            )
+            error = _read(error_file) or None
             ending: dict[str, Any] = {tags.END_REASON: reason}
             if error:
                 ending[tags.ERROR] = _error_summary(error)
@@ -197,10 +219,16 @@ def _error_summary(error: str) -> str:
     return lines[-1] if lines else "unknown error"
 
 
-def _last_line(error_file: str | None) -> str:
+def _read(error_file: str | None) -> str:
+    """A trial's error file as plain text (Ray colours some of it for terminals)."""
     if not error_file or not Path(error_file).is_file():
         return ""
-    return _error_summary(Path(error_file).read_text())
+    return ANSI.sub("", Path(error_file).read_text())
+
+
+def _last_line(error_file: str | None) -> str:
+    text = _read(error_file)
+    return _error_summary(text) if text else ""
 
 
 def _short(text: str, limit: int = 120) -> str:

@@ -18,12 +18,14 @@ from typing import Any
 
 import pyarrow.fs
 import ray
+import ray._private.worker as ray_worker
 from ray._private import services
 from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from sweep.config.settings import LOCAL, Settings
 from sweep.errors import ConfigError
+from sweep.run.reaper import Reaper
 
 # Seconds to wait for the head's TCP port, then for its GCS to answer a probe.
 CONNECT_TIMEOUT_S = 5.0
@@ -32,7 +34,9 @@ GCS_PROBE_TIMEOUT_S = 30.0
 STORAGE_CHECK_TIMEOUT_S = 120.0
 
 
-def start_ray(settings: Settings) -> None:
+def start_ray(settings: Settings) -> Reaper | None:
+    """Start an embedded Ray (its processes then share this driver's fate: the returned
+    reaper, to close after ``ray.shutdown``), or join the cluster checked in preflight."""
     # Trials must keep the driver's working directory: relative paths in user configs.
     os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
     # Ray's newer console output prints a config box and TensorBoard hints even when
@@ -48,15 +52,23 @@ def start_ray(settings: Settings) -> None:
     }
     if address == LOCAL:
         kwargs.update(num_cpus=cluster.num_cpus, num_gpus=cluster.num_gpus)
-    else:
+    else:  # reached and checked before (sweep/preflight.py)
         storage = shared_storage(cluster.storage_path)
-        address = reach_head(address)
     try:
         ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError) as exc:
         raise ConfigError(
             "cluster.address", f"cannot connect to Ray at {address!r}: {exc}"
         ) from None
+    if settings.verbose < 1:
+        # The raylet's own paragraphs ("A worker died or was killed ..."), printed by a
+        # thread of ray.init's whatever log_to_driver says: the trial callbacks already
+        # print one line per failure, with the cause.
+        ray_worker.print_to_stdstream = lambda data, ignore_prefix: None
+    reaper = None
+    if address == LOCAL:
+        reaper = Reaper()
+        reaper.watch()
     try:
         if address != LOCAL:
             check_storage_shared(storage)
@@ -64,6 +76,7 @@ def start_ray(settings: Settings) -> None:
     except ConfigError:
         ray.shutdown()
         raise
+    return reaper
 
 
 def trial_env() -> dict[str, str]:
@@ -99,12 +112,16 @@ def reach_head(address: str) -> str:
     except (OSError, ValueError) as exc:
         raise ConfigError(
             "cluster.address",
-            f"no Ray head answers at {resolved} ({exc}); start it with "
+            f"no Ray head answers at {_shown(address, resolved)} ({exc}); start it with "
             "`ray start --head --port=6379` (or `ray up cluster.yaml`) and check the address",
         ) from None
     use_token_auth()
-    probe_gcs(resolved)
+    probe_gcs(resolved, _shown(address, resolved))
     return resolved
+
+
+def _shown(typed: str, resolved: str) -> str:
+    return typed if typed == resolved else f"{typed} ({resolved})"
 
 
 def use_token_auth() -> None:
@@ -138,10 +155,10 @@ except Exception as exc:
 """
 
 
-def probe_gcs(address: str) -> None:
+def probe_gcs(resolved: str, address: str) -> None:
     try:
         probe = subprocess.run(
-            [sys.executable, "-c", _PROBE, address],
+            [sys.executable, "-c", _PROBE, resolved],
             capture_output=True,
             text=True,
             timeout=GCS_PROBE_TIMEOUT_S,

@@ -54,27 +54,34 @@ def user_metrics(result: Mapping[str, Any]) -> dict[str, float]:
 
 
 class TrialStopper(Stopper):
-    """Ends a diverged trial at once, and the whole sweep when the first report lacks the
-    metric being optimised (a typo in ``metric=`` would otherwise rank nothing).
+    """Ends a diverged trial at once, and the whole sweep on a mistake in the config that
+    only a trial can show: the first report lacks the metric being optimised (a typo in
+    ``metric=`` would otherwise rank nothing), or the model or data cannot be built (the
+    trial callbacks report it: a retry would fail the same way).
 
-    Tune's own check raises a multi-line error from deep inside ``fit``; it is switched
-    off (TUNE_DISABLE_STRICT_METRIC_CHECKING) so this one can name the metrics that exist.
-    It pickles as plain data: a restored Tuner is handed the driver's own instance again
-    (sweep/run/tuner.py), so ``reported`` is read where it was set.
+    Tune's own metric check raises a multi-line error from deep inside ``fit``; it is off
+    (TUNE_DISABLE_STRICT_METRIC_CHECKING) so this one can name the metrics that exist. It
+    pickles as plain data: a restored Tuner is handed the driver's own instance again
+    (sweep/run/tuner.py), so ``bad_input`` is read where it was set.
     """
 
     def __init__(self, metric: str) -> None:
         self.metric = metric
-        self.reported: list[str] | None = None  # the metrics a trial did report, if not ours
+        self.bad_input: tuple[str, str] | None = None  # (key, message) for a ConfigError
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         if "epoch" in result and self.metric not in result:
-            self.reported = sorted(user_metrics(result))
+            reported = ", ".join(sorted(user_metrics(result))) or "nothing"
+            self.bad_input = (
+                "metric",
+                f"{self.metric!r} is not reported by the model, which reports {reported}; "
+                "set metric=<one of those> (and mode)",
+            )
             return True
         return bool(result.get("diverged"))  # retrying would diverge again
 
     def stop_all(self) -> bool:
-        return self.reported is not None
+        return self.bad_input is not None
 
 
 def trial_number(trial_id: str, experiment_tag: str | None = None) -> int:

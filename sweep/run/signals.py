@@ -7,12 +7,13 @@ clean stop (runs KILLED, state saved, resume command, exit 128 + signal). While 
 its own SIGINT handler saves the experiment state and stops the trials: ours hands over to
 it (:meth:`hand_to_tune`, from a callback's ``setup``, after Tune installed it) and takes
 back when ``fit`` returns (:meth:`take_back`). SIGTERM, which Tune ignores, goes the same
-way. Once stopping, further signals are noted, not raised, so the clean-up always ends.
+way. A second signal while stopping aborts at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -79,8 +80,9 @@ class StopSignals:
             raise KeyboardInterrupt
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if self.received is not None:
-            return  # already stopping: let the clean-up finish
+        if self.received is not None:  # a second one while stopping: the user means it
+            print("\nAborted; the same command with resume=true resumes.", file=sys.stderr)
+            os._exit(self.exit_code)  # Ray's processes follow (sweep/run/reaper.py)
         self.received = signum
         if self._tune is not None:
             self._tune(signal.SIGINT, frame)  # Tune saves its state and stops the trials

@@ -7,6 +7,7 @@ sweeping it). Trials receive plain Python data only, never Hydra objects.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import math
 import tempfile
@@ -25,20 +26,40 @@ from sweep.quiet import silence
 from sweep.run.outcome import NODE_ID_KEY
 
 CHECKPOINT_FILE = "model.ckpt"
+# Beside each checkpoint the sweep writes: its SHA-256, so that only the sweep's own files
+# are loaded with pickling allowed (Lightning users' hyperparameters hold nn.Modules and
+# functools.partial optimizers, which torch's safe loading refuses).
+DIGEST_FILE = "model.ckpt.sha256"
 # Keys in model/data config groups that describe the group instead of configuring the object.
 METADATA_KEYS = ("name",)
 
 
+class SetupError(RuntimeError):
+    """Building the model or the data failed: the config is wrong, and a retry would fail
+    the same way. The message starts with the config section (``model: ...``)."""
+
+
 def build(cfg: Mapping[str, Any]) -> tuple[L.LightningModule, L.LightningDataModule]:
     """Instantiate the DataModule, then the model with the shape arguments it accepts."""
-    datamodule = build_datamodule(cfg["data"])
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    model_cfg = _constructor_args(cfg["model"])
-    shape_kwargs = getattr(datamodule, "model_kwargs", {})
-    target = get_class(model_cfg["_target_"])
-    model = instantiate(model_cfg, **_accepted_kwargs(target, shape_kwargs, model_cfg))
+    try:
+        datamodule = build_datamodule(cfg["data"])
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+    except Exception as exc:
+        raise SetupError(f"data: {one_line(exc)}") from exc
+    try:
+        model_cfg = _constructor_args(cfg["model"])
+        shape_kwargs = getattr(datamodule, "model_kwargs", {})
+        target = get_class(model_cfg["_target_"])
+        model = instantiate(model_cfg, **_accepted_kwargs(target, shape_kwargs, model_cfg))
+    except Exception as exc:
+        raise SetupError(f"model: {one_line(exc)}") from exc
     return model, datamodule
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def build_datamodule(data_cfg: Mapping[str, Any]) -> L.LightningDataModule:
@@ -61,15 +82,18 @@ def _accepted_kwargs(
 def fit(
     cfg: Mapping[str, Any],
     callbacks: list[L.Callback],
-    ckpt_path: str | None = None,
+    ckpt_path: Path | None = None,
+    trusted: bool = False,
     verbose: int = 0,
 ) -> L.Trainer:
-    """Train ``cfg``'s model on its data; resumes from ``ckpt_path`` when given."""
+    """Train ``cfg``'s model on its data; resumes from ``ckpt_path`` when given, with
+    pickled objects allowed in it when ``trusted`` (the sweep wrote it)."""
     silence(verbose)
     L.seed_everything(int(cfg.get("seed", 0)), workers=True, verbose=False)
     model, datamodule = build(cfg)
     trainer = make_trainer(cfg["trainer"], callbacks, verbose)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    weights_only = False if trusted else None  # None: torch's safe default
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=weights_only)
     return trainer
 
 
@@ -114,8 +138,20 @@ class TuneReporter(L.Callback):
         result: dict[str, Any] = epoch_metrics(trainer)
         result[NODE_ID_KEY] = ray.get_runtime_context().get_node_id()
         with tempfile.TemporaryDirectory() as folder:
-            trainer.save_checkpoint(Path(folder) / CHECKPOINT_FILE)
+            path = Path(folder) / CHECKPOINT_FILE
+            trainer.save_checkpoint(path)
+            (Path(folder) / DIGEST_FILE).write_text(_sha256(path))
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def written_by_sweep(folder: Path) -> bool:
+    """The checkpoint in ``folder`` is the one this sweep wrote there, unchanged."""
+    digest = folder / DIGEST_FILE
+    return digest.is_file() and digest.read_text() == _sha256(folder / CHECKPOINT_FILE)
 
 
 def train(
@@ -134,7 +170,8 @@ def train(
         fit(cfg, [TuneReporter()], verbose=verbose)
         return
     with checkpoint.as_directory() as folder:
-        fit(cfg, [TuneReporter()], ckpt_path=str(Path(folder) / CHECKPOINT_FILE), verbose=verbose)
+        ckpt = Path(folder) / CHECKPOINT_FILE
+        fit(cfg, [TuneReporter()], ckpt, trusted=written_by_sweep(Path(folder)), verbose=verbose)
 
 
 class PrintReporter(L.Callback):

@@ -102,11 +102,11 @@ def total_trials(settings: Settings) -> int:
 @dataclass
 class TuneRun:
     """What one Tune experiment (a stage) left: Tune's ResultGrid, whether a stop signal
-    cut it short, and the metrics a model reported instead of ours (when it did)."""
+    cut it short, and a mistake in the config that the trials showed (key, message)."""
 
     results: Any
     interrupted: bool
-    missing_metric: list[str] | None = None
+    bad_input: tuple[str, str] | None = None
 
 
 def fit(
@@ -120,7 +120,7 @@ def fit(
     from there: callbacks and stopper are this driver's own either way."""
     stopper = TrialStopper(settings.metric)
     callbacks: list[tune.Callback] = [
-        MlflowTrialLogger(tracker, settings.dims, settings.max_epochs, signals),
+        MlflowTrialLogger(tracker, settings.dims, settings.max_epochs, signals, stopper),
         ProgressLine.for_sweep(settings, total_trials(settings)),
     ]
     trainable = tune.with_resources(
@@ -181,7 +181,7 @@ def fit(
         results = tuner.fit()
     finally:
         signals.take_back()
-    return TuneRun(results, signals.received is not None, stopper.reported)
+    return TuneRun(results, signals.received is not None, stopper.bad_input)
 
 
 def resumable(experiment: str) -> bool:

@@ -9,12 +9,17 @@ of duplicating them.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import queue
+import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
@@ -45,6 +50,11 @@ class Writer:
         """Block until everything submitted so far is written."""
         self._queue.join()
 
+    def close(self) -> None:
+        """Write what is queued, then stop the thread."""
+        self._queue.put(None)
+        self._thread.join(timeout=60)
+
     def _loop(self) -> None:
         while True:
             call = self._queue.get()
@@ -64,12 +74,16 @@ class Tracker:
     def __init__(self, uri: str, experiment_name: str) -> None:
         self.uri = uri
         self._client = MlflowClient(tracking_uri=uri)
-        experiment = self._client.get_experiment_by_name(experiment_name)
-        self.experiment_id = (
-            experiment.experiment_id
-            if experiment is not None
-            else self._client.create_experiment(experiment_name)
-        )
+        # The first use of a new SQLite file creates its schema: two sweeps started at once
+        # would both migrate it, and one would fail. One at a time, then.
+        with _store_lock(uri):
+            experiment = self._client.get_experiment_by_name(experiment_name)
+            self.created_experiment = experiment is None
+            self.experiment_id = (
+                self._client.create_experiment(experiment_name)
+                if experiment is None
+                else experiment.experiment_id
+            )
         self.writer = Writer()
         self.parent_run_id = ""
         # Trials nest under the parent, or under a stage run (a refinement round or a
@@ -237,17 +251,55 @@ class Tracker:
                 self.end_run(status, run.info.run_id)
 
     def discard(self, keep_parent: bool) -> None:
-        """Delete the sweep's runs (it produced nothing usable); the parent of a resumed
-        sweep stays, as FAILED."""
-        for run in self.sweep_runs():
-            self._client.delete_run(run.info.run_id)
+        """Remove the sweep's runs: it produced nothing usable. The parent of a resumed
+        sweep stays, as FAILED; a new sweep's experiment goes too when it made it. A SQLite
+        store forgets them for good, artifacts included; a tracking server keeps them as
+        deleted (MLflow's REST API deletes no further)."""
+        runs = self.sweep_runs()
         if keep_parent:
             self.end_run("FAILED")
         else:
-            self._client.delete_run(self.parent_run_id)
+            runs.append(self._client.get_run(self.parent_run_id))
+        store = self._client._tracking_client.store  # private: the only hard delete there is
+        for run in runs:
+            if run.info.status == RUNNING:  # a server keeps it: not as if it still ran
+                self.end_run("KILLED", run.info.run_id)
+            self._client.delete_run(run.info.run_id)
+            if hasattr(store, "_hard_delete_run"):
+                store._hard_delete_run(run.info.run_id)
+                _remove_local(run.info.artifact_uri, up=1)  # <root>/<exp>/<run>/artifacts
+        if self.created_experiment and not keep_parent:
+            location = self._client.get_experiment(self.experiment_id).artifact_location
+            self._client.delete_experiment(self.experiment_id)
+            if hasattr(store, "_hard_delete_experiment"):
+                store._hard_delete_experiment(self.experiment_id)
+                _remove_local(location, up=0)
 
     def _under(self, run_id: str) -> str:
         return f"tags.`{tag.PARENT}` = '{run_id}'"
+
+
+def _remove_local(uri: str, up: int) -> None:
+    """Delete a local artifact folder (or its parent ``up`` levels above); not a remote one."""
+    scheme = urlsplit(uri).scheme
+    if scheme not in ("", "file"):
+        return
+    path = Path(urlsplit(uri).path if scheme else uri)
+    shutil.rmtree(path.parents[up - 1] if up else path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock on a SQLite store's folder (no lock file left behind)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    folder = os.open(Path(uri.removeprefix("sqlite:///")).parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(folder)  # closing releases the lock
 
 
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:

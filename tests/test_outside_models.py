@@ -1,0 +1,113 @@
+"""Model code written elsewhere, for real: a package in lightning-hydra-template's style
+(tests/examples/lht: a nested `_target_` network, `_partial_` optimizer and scheduler kept
+by save_hyperparameters, metrics named `val/acc`, configs without `name:`), installed from
+its own folder. What works for our models must work for it: a lost worker is retried from
+its checkpoint, a killed driver resumes, and nothing of a killed sweep stays alive."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO, Sweep, run_sweep
+
+pytestmark = pytest.mark.slow
+
+LHT = REPO / "tests" / "examples" / "lht"
+NAME = "digits_digits"  # no `name:` in its configs: named after its classes
+EPOCHS = 8
+
+
+@pytest.fixture(scope="module", autouse=True)
+def lht_installed() -> None:
+    """The outside package, installed as its users install it (once; fast, no deps)."""
+    if importlib.util.find_spec("lht_client") is None:
+        pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps"]
+        subprocess.run([*pip, "--no-build-isolation", "-e", str(LHT)], check=True)
+
+
+def args(tmp: Path, *extra: str) -> list[str]:
+    return [
+        "--config-dir",
+        "configs",
+        "model=digits",
+        "data=digits",
+        "search_space=digits",
+        "metric=val/acc",
+        "num_samples=2",
+        f"trainer.max_epochs={EPOCHS}",
+        "scheduler=fifo",
+        "data.batch_size=8",  # slower epochs: a kill finds trials mid-flight
+        f"output_dir={tmp}/sweeps",
+        f"tracking.uri=sqlite:///{tmp}/mlflow.db",
+        *extra,
+    ]
+
+
+def results(tmp: Path) -> dict[str, list[dict]]:
+    """Each trial's reports so far (Tune's result.json), by trial id."""
+    out = {}
+    for path in (tmp / "sweeps" / NAME).glob("*/tune/train_*/result.json"):
+        lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if lines:
+            out[lines[0]["trial_id"]] = lines
+    return out
+
+
+def test_a_lost_worker_and_a_killed_driver_resume_an_outside_model(tmp_path: Path) -> None:
+    sweep = Sweep(tmp_path, args(tmp_path), LHT)
+    # A trial's worker dies (as under the OOM killer) after its second epoch's checkpoint.
+    sweep.wait(lambda: any(len(r) >= 2 for r in results(tmp_path).values()))
+    victim, reports = next((t, r) for t, r in results(tmp_path).items() if len(r) >= 2)
+    os.kill(reports[-1]["pid"], signal.SIGKILL)
+    # Its retry loads that checkpoint (the pickled network and partial optimizer in it).
+    sweep.wait(lambda: len(results(tmp_path)[victim]) > len(reports) + 1)
+    # Then the driver is killed outright, trials mid-flight: all it started must go too.
+    ray_processes = psutil.Process(sweep.proc.pid).children(recursive=True)
+    assert any("raylet" in p.name() for p in ray_processes), ray_processes
+    os.kill(sweep.proc.pid, signal.SIGKILL)
+    sweep.proc.wait(timeout=30)
+    _, alive = psutil.wait_procs(ray_processes, timeout=30)
+    assert not alive, [f"{p.pid} {p.name()}" for p in alive]
+
+    proc = run_sweep(LHT, *args(tmp_path, "resume=true"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Resuming sweep" in proc.stdout and "Best: trial" in proc.stdout
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name(NAME).experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 2 and len(runs) == 3
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert child.data.tags["sweep.end_reason"] == "completed"
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val/acc")]
+        assert sorted(steps) == list(range(1, EPOCHS + 1))
+    retried = next(c for c in children if c.data.tags["sweep.trial_id"] == victim)
+    assert retried.data.tags["sweep.retries"] == "1"
+    for reports in results(tmp_path).values():  # every trial to its last epoch, no restart
+        epochs = [int(r["epoch"]) for r in reports]
+        assert epochs[-1] == EPOCHS and epochs.count(1) == 1, epochs
+
+
+def test_a_model_that_cannot_be_built_stops_the_sweep_in_one_line(tmp_path: Path) -> None:
+    """An error in building the model recurs in every trial and retry: the first one stops
+    the sweep with one line naming the key, and leaves nothing behind."""
+    proc = run_sweep(LHT, *args(tmp_path, "+model.net.width=3"))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: model: "), proc.stderr
+    assert "unexpected keyword argument 'width'" in lines[-1]
+    assert lines[-1].endswith("; fix the model config")
+    assert "retry" not in proc.stderr and "Traceback" not in proc.stderr
+    assert list((tmp_path / "sweeps" / NAME).iterdir()) == []
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    assert client.get_experiment_by_name(NAME) is None
