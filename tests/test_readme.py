@@ -50,6 +50,10 @@ COVERED: dict[str, str] = {
     "num_samples=2 trainer.max_epochs=3": (
         "tests/test_sweep_end_to_end.py::test_bring_your_own_model"
     ),
+    "pip install -e tests/examples/lht && cd tests/examples/lht && sweep --config-dir configs "
+    "model=digits data=digits search_space=digits metric=val/acc": (
+        "tests/test_outside_models.py::test_a_lost_worker_and_a_killed_driver_resume_an_outside_model"
+    ),
     # When things go wrong: the faulty example models
     "cd tests/examples/faulty && sweep --config-dir faulty_conf model=faulty num_samples=1 "
     "trainer.max_epochs=4 max_failures=1 model.marker_dir=$(mktemp -d)": (

@@ -73,10 +73,10 @@ class Tracker:
 
     def __init__(self, uri: str, experiment_name: str) -> None:
         self.uri = uri
-        self._client = MlflowClient(tracking_uri=uri)
-        # The first use of a new SQLite file creates its schema: two sweeps started at once
-        # would both migrate it, and one would fail. One at a time, then.
+        # Opening a new SQLite file creates its schema: two sweeps started at once would
+        # both migrate it, and one would fail. One at a time, then.
         with _store_lock(uri):
+            self._client = MlflowClient(tracking_uri=uri)
             experiment = self._client.get_experiment_by_name(experiment_name)
             self.created_experiment = experiment is None
             self.experiment_id = (
