@@ -24,11 +24,7 @@ class Dimension(Protocol):
 
 def format_value(value: Any) -> str:
     """A metric or an untuned number: four significant digits, scientific when tiny or huge."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, int):
-        return str(value)
-    if not math.isfinite(value):
+    if not isinstance(value, float) or not math.isfinite(value):  # ints, bools, words, nan, inf
         return str(value)
     if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
         return _scientific(value, 3)
@@ -39,14 +35,13 @@ def format_param(value: Any, dim: Dimension | None = None) -> str:
     """A sampled hyperparameter, in the scale it was sampled in: log-scale values as
     ``3.2e-3`` (the exponent is what matters), ``one_minus_log`` ones with enough nines
     (0.9995), linear ones with three significant digits."""
-    if isinstance(value, bool) or not isinstance(value, float) or not math.isfinite(value):
+    if not isinstance(value, float) or not math.isfinite(value):
         return format_value(value)
     if dim is not None and dim.type == "one_minus_log" and 0 < value < 1:
         decimals = 1 - math.floor(math.log10(1 - value))  # two digits of 1 - value
         return f"{value:.{decimals}f}"
-    if dim is not None and dim.scale == "log" and value > 0:
-        return _scientific(value, 2)
-    if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+    log = dim is not None and dim.scale == "log" and value > 0
+    if log or (value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5)):
         return _scientific(value, 2)
     return f"{value:.3g}"
 

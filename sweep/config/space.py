@@ -156,16 +156,12 @@ def _number(path: str, name: str, value: Any) -> float:
 
 def to_value(dim: Dimension, sampled: Any) -> Any:
     """The config value for a sampled point (undoes one_minus_log's transform)."""
-    if dim.type == "one_minus_log":
-        return 1.0 - float(sampled)
-    return sampled
+    return 1.0 - float(sampled) if dim.type == "one_minus_log" else sampled
 
 
 def to_sampled(dim: Dimension, value: Any) -> Any:
     """Inverse of :func:`to_value`: the point in the space the searcher sees."""
-    if dim.type == "one_minus_log":
-        return 1.0 - float(value)
-    return value
+    return to_value(dim, value)  # 1 - x is its own inverse
 
 
 def fixed_points(dims: list[Dimension], points: Any) -> list[dict[str, Any]]:
@@ -180,7 +176,7 @@ def fixed_points(dims: list[Dimension], points: Any) -> list[dict[str, Any]]:
     out = []
     for i, point in enumerate(points):
         flat = flatten(point) if isinstance(point, Mapping) else None
-        if flat is None or not flat:
+        if not flat:
             raise ConfigError(f"searcher.points[{i}]", f"expected a mapping, got {point!r}")
         unknown = sorted(set(flat) - set(by_key))
         if unknown:

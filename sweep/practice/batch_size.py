@@ -119,11 +119,8 @@ def measure(cfg: dict[str, Any], batch_size: int, verbose: int = 0) -> Measureme
     silence(verbose)  # again: importing Lightning re-enables its start-up banners
     model, datamodule = build(apply_values(cfg, {KEY: batch_size}))
     timer = StepTimer(batch_size, WARMUP_STEPS)
-    limits = {
-        "max_epochs": -1,
-        "max_steps": WARMUP_STEPS + MEASURED_STEPS + 1,
-        "limit_val_batches": 0,
-    }
+    max_steps = WARMUP_STEPS + MEASURED_STEPS + 1
+    limits = {"max_epochs": -1, "max_steps": max_steps, "limit_val_batches": 0}
     trainer = make_trainer(cfg["trainer"], [timer], verbose, **limits)
     trainer.fit(model, datamodule=datamodule)
     if not timer.steps:
@@ -144,8 +141,7 @@ def train_examples(cfg: dict[str, Any]) -> int | None:
 
 
 def probe(cfg: dict[str, Any], verbose: int = 0, show: Any = print) -> Probe:
-    """Double the batch size from ``START`` until a stop condition; ``show`` gets a line per
-    measured size as it is measured."""
+    """Double the batch size from ``START`` until a stop; ``show`` gets each row as measured."""
     if "batch_size" not in cfg.get("data", {}):
         raise ConfigError(KEY, "the probe sets data.batch_size, and this data config has none")
     examples = train_examples(cfg)
@@ -160,11 +156,8 @@ def probe(cfg: dict[str, Any], verbose: int = 0, show: Any = print) -> Probe:
             break
         try:
             row = measure(cfg, size, verbose)
-        except torch.OutOfMemoryError:
-            stop = f"out of memory at batch {size}"
-            break
-        except RuntimeError as exc:
-            if "out of memory" not in str(exc).lower():
+        except RuntimeError as exc:  # torch.OutOfMemoryError is a RuntimeError
+            if not (isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()):
                 raise
             stop = f"out of memory at batch {size}"
             break
@@ -198,9 +191,8 @@ def conclusions(result: Probe) -> list[str]:
             f"Recommended: {KEY}={result.recommended} (the largest size whose doubling still "
             f"gained {GAIN - 1:.0%}+ throughput). Re-tune the learning rate at that size."
         )
-    bottleneck = result.bottleneck
-    if bottleneck is not None:
-        a, b = bottleneck
+    if result.bottleneck is not None:
+        a, b = result.bottleneck
         lines.append(
             f"Bottleneck: doubling {a.batch_size} → {b.batch_size} raised throughput only "
             f"×{b.throughput / a.throughput:.2f}, not ~×2. Past {a.batch_size} a step's cost "
@@ -211,8 +203,7 @@ def conclusions(result: Probe) -> list[str]:
 
 
 def save(result: Probe, folder: Path) -> tuple[Path, Path]:
-    """``batch_size.csv`` and ``batch_size.png`` (throughput against batch size, log2 axis,
-    with ideal linear scaling from the smallest size for reference)."""
+    """``batch_size.csv`` and ``batch_size.png`` (see :func:`plot`) in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     table = folder / "batch_size.csv"
     pd.DataFrame([row.__dict__ for row in result.rows]).to_csv(table, index=False)
@@ -232,8 +223,7 @@ def run_probe(base: dict[str, Any], settings: Settings) -> int:
     result = probe(base, settings.verbose, show=lambda line: print(line, flush=True))
     folder = new_folder(settings.output_dir, f"{settings.name}_probe").path
     table, plot = save(result, folder)
-    for line in conclusions(result):
-        print(line)
+    print("\n".join(conclusions(result)))
     print(f"Table: {table}\nPlot:  {plot}")
     return 0
 
@@ -256,7 +246,6 @@ def plot(result: Probe, path: Path) -> Path:
     ax.set_title(f"Batch-size probe (stopped: {result.stop})", fontsize=9)
     ax.legend()
     ax.grid(alpha=0.3)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -122,42 +122,34 @@ def _crowded_edge(
     # Quality falls with rank, so a metric that improves as the position grows gives a
     # negative correlation between position and rank.
     trend = -float(pd.Series(positions).corr(pd.Series(range(len(positions))), "spearman"))
-    for edge, near, crowd in (
-        (
-            "high",
-            top[0] >= 1 - EDGE_BAND,
-            mean >= 1 - CROWD_MEAN or trend >= TREND or top[0] > 1,
-        ),
-        ("low", top[0] <= EDGE_BAND, mean <= CROWD_MEAN or -trend >= TREND or top[0] < 0),
-    ):
-        if near and crowd:
-            in_band = sum((p >= 1 - EDGE_BAND) if edge == "high" else (p <= EDGE_BAND) for p in top)
-            current = dim.high if edge == "high" else dim.low
-            assert current is not None
-            return BoundaryWarning(
-                key=dim.key,
-                edge=edge,
-                current=current,
-                suggested=widened_edge(dim, edge, positions[0]),
-                best=best,
-                top=k,
-                in_band=in_band,
-                trend=trend if edge == "high" else -trend,
-                scale="log" if dim.scale == "log" else "linear",
-                group=group,
-            )
-    return None
+    if top[0] >= 1 - EDGE_BAND and (mean >= 1 - CROWD_MEAN or trend >= TREND or top[0] > 1):
+        edge, current, in_band = "high", dim.high, sum(p >= 1 - EDGE_BAND for p in top)
+    elif top[0] <= EDGE_BAND and (mean <= CROWD_MEAN or -trend >= TREND or top[0] < 0):
+        edge, current, in_band, trend = "low", dim.low, sum(p <= EDGE_BAND for p in top), -trend
+    else:
+        return None
+    assert current is not None
+    return BoundaryWarning(
+        key=dim.key,
+        edge=edge,
+        current=current,
+        suggested=widened_edge(dim, edge, positions[0]),
+        best=best,
+        top=k,
+        in_band=in_band,
+        trend=trend,
+        scale="log" if dim.scale == "log" else "linear",
+        group=group,
+    )
 
 
 def widened_edge(dim: Dimension, edge: str, best_position: float) -> float | None:
     """The edge moved outward by ``WIDEN`` of the range (in the sampling scale), far enough
     to leave room around a best trial that already lies beyond it; clamped to what the
     range's kind allows, rounded outward to a readable number. None if it cannot move."""
-    if edge == "high":
-        u = max(1 + WIDEN, best_position + WIDEN)
-    else:
-        u = min(-WIDEN, best_position - WIDEN)
-    value = _readable(at_position(dim, u), up=edge == "high")
+    up = edge == "high"
+    u = max(1 + WIDEN, best_position + WIDEN) if up else min(-WIDEN, best_position - WIDEN)
+    value = _readable(at_position(dim, u), up=up)
     assert dim.low is not None and dim.high is not None
     # A range that sits in [0, 1] on a linear scale is a share or probability (dropout);
     # one that starts at or above 0 is a non-negative quantity (weight decay, a count).
@@ -166,14 +158,14 @@ def widened_edge(dim: Dimension, edge: str, best_position: float) -> float | Non
         if dim.high <= 1 and dim.type not in INTEGER_TYPES:
             value = min(value, 1.0)
     if dim.type in INTEGER_TYPES:
-        value = float(math.ceil(value) if edge == "high" else math.floor(value))
+        value = float(math.ceil(value) if up else math.floor(value))
         if dim.scale == "log":
             value = max(value, 1.0)
     if dim.type in ("quniform", "qloguniform", "qrandint", "qlograndint") and dim.q:
         steps = value / dim.q
-        value = (math.ceil(steps) if edge == "high" else math.floor(steps)) * dim.q
-    current = dim.high if edge == "high" else dim.low
-    if (edge == "high" and value <= current) or (edge == "low" and value >= current):
+        value = (math.ceil(steps) if up else math.floor(steps)) * dim.q
+    current = dim.high if up else dim.low
+    if (up and value <= current) or (not up and value >= current):
         return None
     return value
 

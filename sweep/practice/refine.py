@@ -43,15 +43,8 @@ def refine_space(
             refined.append(dim)
             continue
         values = [float(v[dim.key]) for v in top if dim.key in v]
-        refined.append(
-            shrink(
-                dim,
-                originals[dim.key],
-                values,
-                extend_low=by_edge.get((dim.key, "low")),
-                extend_high=by_edge.get((dim.key, "high")),
-            )
-        )
+        low_edge, high_edge = by_edge.get((dim.key, "low")), by_edge.get((dim.key, "high"))
+        refined.append(shrink(dim, originals[dim.key], values, low_edge, high_edge))
     return refined
 
 
@@ -71,21 +64,17 @@ def shrink(
     margin = MARGIN * (cur_hi - cur_lo)
     # The allowed span: the original range, or the current one if a round already widened it.
     allow_lo, allow_hi = min(0.0, cur_lo), max(1.0, cur_hi)
-    if extend_low is not None and extend_low.suggested is not None:
-        allow_lo = min(allow_lo, position(original, extend_low.suggested))
-    if extend_high is not None and extend_high.suggested is not None:
-        allow_hi = max(allow_hi, position(original, extend_high.suggested))
     lo = max(allow_lo, min(points) - margin)
     hi = min(allow_hi, max(points) + margin)
+    # A flagged edge extends the allowed span to the suggested edge, and the range to it.
     if extend_low is not None and extend_low.suggested is not None:
-        lo = allow_lo
+        lo = allow_lo = min(allow_lo, position(original, extend_low.suggested))
     if extend_high is not None and extend_high.suggested is not None:
-        hi = allow_hi
+        hi = allow_hi = max(allow_hi, position(original, extend_high.suggested))
     if hi - lo < MIN_WIDTH:
         middle = min(max((lo + hi) / 2, allow_lo + MIN_WIDTH / 2), allow_hi - MIN_WIDTH / 2)
         lo, hi = middle - MIN_WIDTH / 2, middle + MIN_WIDTH / 2
-    low, high = at_position(original, lo), at_position(original, hi)
-    low, high = _snap(original, low, high)
+    low, high = _snap(original, at_position(original, lo), at_position(original, hi))
     return dataclasses.replace(current, low=low, high=high)
 
 

@@ -51,7 +51,6 @@ class Comparison:
         return worst_of_winner < best_of_runner_up
 
     def lines(self) -> list[str]:
-        names = ", ".join(self.keys)
         header = ["value", f"best {self.metric}", "top trials (spread)", "trials"]
         body = [
             [
@@ -63,7 +62,7 @@ class Comparison:
             for v in self.values
         ]
         lines = [
-            f"Scientific comparison of {names} (nuisance dims tuned per value):",
+            f"Scientific comparison of {', '.join(self.keys)} (nuisance dims tuned per value):",
             *("  " + line for line in table([header, *body])),
         ]
         if len(self.values) >= 2 and math.isfinite(self.values[1].best):
@@ -101,9 +100,10 @@ def compare(
     if not keys:
         return None
     sign = -1.0 if mode == "max" else 1.0
-    groups: dict[tuple[Any, ...], list[float]] = {}
-    for dim_values in _combinations(dims, keys):
-        groups[dim_values] = []
+    by_key = {d.key: d for d in dims}
+    groups: dict[tuple[Any, ...], list[float]] = {
+        combo: [] for combo in itertools.product(*(by_key[k].values for k in keys))
+    }
     for row in rows:
         groups.setdefault(tuple(row.values.get(k) for k in keys), []).append(float(row.best))
     results = []
@@ -118,13 +118,7 @@ def compare(
     return Comparison(keys, metric, mode, tuple(results))
 
 
-def _combinations(dims: Sequence[Dimension], keys: tuple[str, ...]) -> list[tuple[Any, ...]]:
-    by_key = {d.key: d for d in dims}
-    return list(itertools.product(*(by_key[k].values for k in keys)))
-
-
 def _spread(top: tuple[float, ...]) -> str:
     if not top:
         return "-"
-    low, high = min(top), max(top)
-    return f"{format_value(low)}..{format_value(high)} ({len(top)})"
+    return f"{format_value(min(top))}..{format_value(max(top))} ({len(top)})"

@@ -34,6 +34,8 @@ from sweep.text import short_key
 
 TOP_COLOUR, BEST_COLOUR, OTHER_COLOUR = "tab:orange", "tab:red", "tab:blue"
 END_MARKERS = {STOPPED_EARLY: "x", DIVERGED: "v", ERROR: "X"}
+BEST_LINE: dict[str, Any] = {"color": BEST_COLOUR, "linewidth": 2.2, "alpha": 1.0, "zorder": 3}
+OTHER_LINE: dict[str, Any] = {"color": OTHER_COLOUR, "linewidth": 0.9, "alpha": 0.45, "zorder": 2}
 
 
 def metric_vs_params(
@@ -103,15 +105,7 @@ def learning_curves(rows: Sequence[TrialRow], metric: str, path: Path) -> Path |
                 if key not in history:
                     continue
                 data = history[["epoch", key]].dropna()
-                is_best = row is best_row
-                ax.plot(
-                    data["epoch"],
-                    data[key],
-                    color=BEST_COLOUR if is_best else OTHER_COLOUR,
-                    linewidth=2.2 if is_best else 0.9,
-                    alpha=1.0 if is_best else 0.45,
-                    zorder=3 if is_best else 2,
-                )
+                ax.plot(data["epoch"], data[key], **(BEST_LINE if row is best_row else OTHER_LINE))
                 marker = END_MARKERS.get(row.end_reason)
                 if marker and len(data):
                     ax.scatter(

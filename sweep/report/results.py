@@ -26,6 +26,7 @@ _HYDRA_DEFAULTS = [
     {"override hydra/job_logging": "none"},
     {"override hydra/hydra_logging": "none"},
 ]
+_HYDRA_SECTION = {"run": {"dir": "."}, "output_subdir": None, "job": {"chdir": False}}
 
 
 @dataclass
@@ -102,11 +103,8 @@ def rank(rows: list[TrialRow], mode: str) -> list[TrialRow]:
     sign = -1.0 if mode == "max" else 1.0
 
     def key(row: TrialRow) -> tuple[bool, float, int]:
-        return (
-            math.isnan(row.best),
-            sign * row.best if not math.isnan(row.best) else 0.0,
-            row.number,
-        )
+        missing = math.isnan(row.best)
+        return missing, 0.0 if missing else sign * row.best, row.number
 
     return sorted(rows, key=key)
 
@@ -133,15 +131,8 @@ def table(rows: list[TrialRow], metric: str) -> pd.DataFrame:
 def best_config(base: dict[str, Any], row: TrialRow) -> dict[str, Any]:
     """The composed config with the best trial's values, as a standalone primary config:
     ``sweep --config-dir DIR --config-name best single_trial=true`` re-trains it."""
-    cfg = apply_values(base, row.values)
-    cfg["search_space"] = {}
-    cfg["num_samples"] = 1
-    cfg["resume"] = False
-    return {"defaults": _HYDRA_DEFAULTS, **redact(cfg), "hydra": _hydra_section()}
-
-
-def _hydra_section() -> dict[str, Any]:
-    return {"run": {"dir": "."}, "output_subdir": None, "job": {"chdir": False}}
+    cfg = {**apply_values(base, row.values), "search_space": {}, "num_samples": 1, "resume": False}
+    return {"defaults": _HYDRA_DEFAULTS, **redact(cfg), "hydra": _HYDRA_SECTION}
 
 
 def write_yaml(path: Path, data: dict[str, Any]) -> Path:
@@ -164,8 +155,7 @@ class SweepResult:
     parent_run_id: str
     # One line each, shown under "Warnings" and in the parent run's description.
     warnings: list[str] = field(default_factory=list)
-    # The post-sweep review (sweep/report/review.py): rounds, scientific comparison, boundary
-    # warnings with ready-to-paste overrides, notices, plots — already rendered as lines.
+    # The post-sweep review (sweep/report/review.py), already rendered as lines.
     review_lines: list[str] = field(default_factory=list)
 
     @property

@@ -83,12 +83,10 @@ class Review:
         tracker.log_artifact(checks)
         for plot in self.plots:
             tracker.log_artifact(plot, artifact_path=PLOTS_DIR)
-        warnings = {
-            re.sub(
-                r"[^\w.\- /]", "_", f"{tags.BOUNDARY}.{w.key}.{w.edge} {w.group}".strip()
-            ): w.message
-            for w in self.warnings
-        }
+        warnings: dict[str, str] = {}
+        for w in self.warnings:
+            tag = f"{tags.BOUNDARY}.{w.key}.{w.edge} {w.group}".strip()
+            warnings[re.sub(r"[^\w.\- /]", "_", tag)] = w.message
         if warnings:
             tracker.set_tags(warnings)
 
@@ -97,15 +95,13 @@ def review(
     rows: Sequence[TrialRow], settings: Settings, rounds: list[Round], folder: Path
 ) -> Review:
     """``rows``: every trial, ranked; ``rounds``: those of refinement chains, if any."""
+    metric, plot_dir = settings.metric, folder / PLOTS_DIR
     result = Review(notices=advice.before_sweep(settings), rounds=rounds)
     result.warnings = boundary_warnings(rows, settings)
-    result.comparison = roles.compare(settings.dims, rows, settings.metric, settings.mode)
-    plot_dir = folder / PLOTS_DIR
+    result.comparison = roles.compare(settings.dims, rows, metric, settings.mode)
     made = [
-        plots.metric_vs_params(
-            rows, settings.dims, settings.metric, plot_dir / "metric_vs_params.png"
-        ),
-        plots.learning_curves(rows, settings.metric, plot_dir / "learning_curves.png"),
+        plots.metric_vs_params(rows, settings.dims, metric, plot_dir / "metric_vs_params.png"),
+        plots.learning_curves(rows, metric, plot_dir / "learning_curves.png"),
     ]
     if result.comparison is not None:
         made.append(plots.isolation(result.comparison, plot_dir / "isolation.png"))

@@ -32,8 +32,7 @@ def render(result: SweepResult, settings: Settings, elapsed_s: float | None = No
     if result.best is None:
         lines.append(f"No trial reported {metric}: nothing to rank.")
     else:
-        cells = top_cells(rows, settings)
-        lines += ["  " + line for line in table(cells)]
+        lines += ["  " + line for line in table(top_cells(rows, settings))]
         more = f"top {TOP} of {len(rows)}; " if len(rows) > TOP else ""
         every = result.results_file.name
         lines += [f"  ({more}best {metric} over each trial's epochs; every trial: {every})", ""]
@@ -58,10 +57,8 @@ def render(result: SweepResult, settings: Settings, elapsed_s: float | None = No
 
 
 def _outputs(result: SweepResult) -> list[str]:
-    names = [result.results_file.name]
-    if result.best_file is not None:
-        names.append(result.best_file.name)
-    return [*names, CONFIG_FILE, f"{TUNE_DIR}/"]
+    best = [result.best_file.name] if result.best_file is not None else []
+    return [result.results_file.name, *best, CONFIG_FILE, f"{TUNE_DIR}/"]
 
 
 def counts(rows: Sequence[TrialRow]) -> str:
@@ -147,11 +144,7 @@ def describe(settings: Settings, folder: Path, command: Sequence[str] | None = N
         lines += [f"| `{d.key}` | {d.type} | {_range(d)} |" for d in settings.dims]
     else:
         lines.append("Nothing tuned: every trial trains the same config.")
-    lines += [
-        "",
-        f"Command: `{shlex.join(argv)}`  ",
-        f"Output folder: `{folder}`",
-    ]
+    lines += ["", f"Command: `{shlex.join(argv)}`  ", f"Output folder: `{folder}`"]
     return "\n".join(lines)
 
 
