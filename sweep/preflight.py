@@ -38,8 +38,8 @@ def check(settings: Settings, base: dict[str, Any]) -> Settings:
         if settings.cluster.is_local:
             check_resources(settings, [local_resources(settings)])  # before Ray starts
         else:
+            shared_storage(settings.cluster.storage_path)  # no connection needed: first
             head = reach_head(settings.cluster.address)
-            shared_storage(settings.cluster.storage_path)
             settings = replace(settings, cluster=replace(settings.cluster, address=head))
     cfg = apply_values(base, {})  # resolved as a whole: `seed: ${seed}` points outside
     for section in ("data", "model"):

@@ -92,7 +92,11 @@ CASES: list[tuple[tuple[str, ...], str, str]] = [
     (("num_samples=abc",), "num_samples", "'abc' is not a whole number; e.g. num_samples=1"),
     (("trainer.max_epochs=abc",), "trainer.max_epochs", "e.g. trainer.max_epochs=1"),
     (("data=tabular", "data.path=.", "data.target=y"), "data.path", "is a folder, not a table"),
-    (("cluster.address=127.0.0.1:9",), "cluster.address", "no Ray head answers at 127.0.0.1:9"),
+    (
+        ("cluster=remote", "cluster.address=127.0.0.1:9", "cluster.storage_path=/tmp/shared"),
+        "cluster.address",
+        "no Ray head answers at 127.0.0.1:9",
+    ),
 ]
 
 
