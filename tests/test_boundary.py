@@ -160,3 +160,11 @@ def test_shrink_extends_an_edge_the_boundary_check_flagged() -> None:
     (warning,) = [w for w in warnings if w.key == "model.lr"]
     assert refined["model.lr"].high == pytest.approx(warning.suggested)
     assert refined["model.lr"].low > 1e-3  # and the bad low end is dropped
+
+
+def test_a_quantized_log_range_is_never_widened_to_zero() -> None:
+    """low=q on a qloguniform: widening down rounds to 0 steps, which no log scale holds
+    (the next round would fail taking its log); the edge stays where it is."""
+    (lr,) = parse_space({"lr": {"type": "qloguniform", "low": 1e-4, "high": 1e-1, "q": 1e-4}})
+    assert widened_edge(lr, "low", 0.0) is None
+    assert widened_edge(lr, "high", 1.0) is not None

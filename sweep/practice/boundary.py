@@ -167,6 +167,8 @@ def widened_edge(dim: Dimension, edge: str, best_position: float) -> float | Non
     current = dim.high if up else dim.low
     if (up and value <= current) or (not up and value >= current):
         return None
+    if dim.scale == "log" and value <= 0:  # rounding to q's steps reached 0: no log scale
+        return None
     return value
 
 
