@@ -47,9 +47,12 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    # SIGTERM before the sweep installs its handlers (imports, Hydra): the same clean
-    # stop as Ctrl-C, not a silent death.
-    signal.signal(signal.SIGTERM, _stop_early)
+    # A stop before the sweep installs its handlers (imports, Hydra) ends it at once, in
+    # one line: nothing has started yet. Set here for SIGINT too: a process started in the
+    # background by a script inherits SIGINT ignored, and a bare `except:` in an import
+    # would swallow the KeyboardInterrupt.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _stop_early)
     # Like `python -m`, let `_target_` name modules of the project `sweep` runs in. Our
     # config package is imported first: a user's own `conf/` folder must not hide it.
     importlib.import_module("conf")
@@ -68,13 +71,12 @@ def main() -> None:
         fail(hydra_error_line(exc, sys.argv[1:]))
     except yaml.MarkedYAMLError as exc:  # a config file of the user's that is not YAML
         fail(yaml_error_line(exc))
-    except KeyboardInterrupt:  # before the sweep installed its handlers (imports, Hydra)
-        _stop_early(signal.SIGINT, None)
 
 
 def _stop_early(signum: int, frame: object) -> None:
-    print("\nInterrupted; nothing to resume.", file=sys.stderr)
-    sys.exit(128 + signum)
+    sys.stdout.flush()
+    print("\nInterrupted; nothing to resume.", file=sys.stderr, flush=True)
+    os._exit(128 + signum)
 
 
 def fail(line: str) -> None:

@@ -66,7 +66,18 @@ class Sweep:
                 stdout=out,
                 stderr=err,
                 start_new_session=True,  # its own process group: cleaned up by group id
+                # As from a terminal: a test run started in the background by a script
+                # would otherwise hand the sweep SIGINT ignored.
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
             )
+
+    def handles(self, signum: int) -> bool:
+        """The process has a handler of its own for ``signum`` (from /proc: SigCgt)."""
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        caught = int(
+            next(ln for ln in status.splitlines() if ln.startswith("SigCgt:")).split()[1], 16
+        )
+        return bool(caught >> (signum - 1) & 1)
 
     def wait(self, condition: Callable[[], bool], timeout: float = 240) -> None:
         deadline = time.monotonic() + timeout
