@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import get_object
+
+# What instantiate() itself resolves a _target_ with; hydra.utils.get_object also logs.
+from hydra._internal.utils import _locate
 
 from sweep.config.settings import Settings
 from sweep.config.space import apply_values
@@ -61,13 +63,13 @@ def check_targets(node: Any, path: str) -> None:
     target = node.get("_target_")
     if isinstance(target, str):
         try:
-            get_object(target)
+            _locate(target)
         except Exception as exc:  # ImportError, AttributeError, or the module's own error
-            reason = " ".join(str(exc.__cause__ or exc).split())
+            reason = str(exc).strip().splitlines()[-1]  # "Are you sure that ...?"
             raise ConfigError(
                 f"{path}._target_",
-                f"cannot import {target!r} ({reason}); is its package installed, or in the "
-                "folder you run sweep from?",
+                f"cannot import {target!r}: {reason} Install its package, or run sweep "
+                "from the folder that holds it",
             ) from None
     for key, value in node.items():
         check_targets(value, f"{path}.{key}")
@@ -147,7 +149,7 @@ def local_resources(settings: Settings) -> dict[str, float]:
 
 def check_data(data: dict[str, Any]) -> None:
     """Let a DataModule with a cheap ``check()`` (file and columns exist) fail fast."""
-    if hasattr(get_object(data["_target_"]), "check"):
+    if hasattr(_locate(data["_target_"]), "check"):
         try:
             build_datamodule(data).check()  # type: ignore[attr-defined]
         except OSError as exc:

@@ -67,7 +67,11 @@ CASES: list[tuple[tuple[str, ...], str, str]] = [
     (("resume=true",), "resume", "no sweep named 'mlp_digits'"),
     (("resume=/no/such/sweep",), "resume", "or resume=true for the newest sweep"),
     # Found before Ray starts, not in every trial: imports and the types a choice replaces.
-    (("model._target_=nosuch.module.Model",), "model._target_", "cannot import 'nosuch.module"),
+    (
+        ("model._target_=nosuch.module.Model",),
+        "model._target_",
+        "cannot import 'nosuch.module.Model': Are you sure",
+    ),
     (
         ("data._target_=models.digits.NoSuchData",),
         "data._target_",
