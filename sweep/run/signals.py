@@ -64,8 +64,14 @@ class StopSignals:
             signal.signal(signum, self._on_signal)
 
     def hand_to_tune(self) -> None:
-        """Tune has just installed its SIGINT handler: signals go through it from now on."""
+        """Tune has installed its SIGINT handler (before it sets up callbacks, whence this
+        is called): signals go through it from now on."""
         handler = signal.getsignal(signal.SIGINT)
+        if handler is self._on_signal and not os.environ.get("TUNE_DISABLE_SIGINT_HANDLER"):
+            # Tune's handler is gone already: it fired (and put ours back), a Ctrl-C while
+            # Tune started. Tune stops; the sweep must know it was stopped.
+            self.received = self.received or signal.SIGINT
+            return
         if callable(handler) and handler is not self._on_signal:
             self._tune = handler
             for signum in SIGNALS:
