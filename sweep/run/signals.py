@@ -31,6 +31,7 @@ class StopSignals:
         self.received: int | None = None  # the signal that asked this sweep to stop
         self._previous: dict[int, Any] = {}
         self._tune: Handler | None = None
+        self._deferred = False
         self._unraisable = sys.unraisablehook
 
     @property
@@ -93,16 +94,21 @@ class StopSignals:
         if self._tune is not None:
             self._tune(signal.SIGINT, frame)  # Tune saves its state and stops the trials
             return
-        raise KeyboardInterrupt
+        if not self._deferred:
+            raise KeyboardInterrupt
 
     @contextlib.contextmanager
     def around_ray_start(self) -> Iterator[None]:
-        """``ray.init`` replaces the SIGTERM handler with one that exits with code 15
-        (an exit Python drops when it fires in a fork callback): keep ours meanwhile."""
+        """A stop during ``ray.init`` is noted and acted on once Ray is up. Raised inside,
+        it could land in a fork callback (Ray forks its processes) that holds the logging
+        module's lock, and leave it held: the sweep would hang on its way out. Also keeps
+        ``ray.init`` from replacing our SIGTERM handler with its exit(15)."""
         install = ray_utils.set_sigterm_handler
         ray_utils.set_sigterm_handler = lambda handler: None
+        self._deferred = True
         try:
             yield
         finally:
             ray_utils.set_sigterm_handler = install
+            self._deferred = False
         self.check()
