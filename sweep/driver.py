@@ -105,6 +105,7 @@ def run_sweep(
 ) -> int:
     """The sweep, and the one place that turns a stop signal, whenever it came, into a
     clean stop: runs KILLED, state saved, the resume command, exit 128 + signal."""
+    signals.defer()  # from here a stop acts at phase boundaries, never inside a library
     quiet_tune(settings.verbose)
     print(header(settings, folder), flush=True)
     tracker: Tracker | None = None
@@ -155,11 +156,14 @@ def sweep_stages(
     tracker.close_stale_children(
         {row.trial_id: (row.end_reason, mlflow_status(row.end_reason)) for row in rows}
     )
+    signals.check()
     findings = review.review(rows, settings, outcome.rounds(settings.mode), folder.path)
+    signals.check()
     findings.record(folder.path, tracker)
     review_lines = findings.lines(settings.metric)
     result = results.finish(rows, settings, base, folder.path, tracker, review_lines)
     tracker.set_tags({tags.NOTE: summary.note(result, settings, describe(settings, folder))})
+    signals.check()  # the last moment a stop leaves the sweep to resume
     tracker.end_run(result.status)
     folder.write_state(status=FINISHED)
     print(summary.render(result, settings, time.monotonic() - started), flush=True)

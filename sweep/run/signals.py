@@ -3,7 +3,8 @@
 
 :class:`StopSignals` is installed before anything starts and held for the sweep's whole
 life. Outside Tune a signal raises ``KeyboardInterrupt``, which the driver turns into one
-clean stop (runs KILLED, state saved, resume command, exit 128 + signal). While Tune runs,
+clean stop (runs KILLED, state saved, resume command, exit 128 + signal); once the sweep
+itself runs (Ray, MLflow), it is noted and raised at the next phase boundary. While Tune runs,
 its own SIGINT handler saves the experiment state and stops the trials: ours hands over to
 it (:meth:`hand_to_tune`, from a callback's ``setup``, after Tune installed it) and takes
 back when ``fit`` returns (:meth:`take_back`). SIGTERM, which Tune ignores, goes the same
@@ -97,18 +98,20 @@ class StopSignals:
         if not self._deferred:
             raise KeyboardInterrupt
 
+    def defer(self) -> None:
+        """From now on a stop is noted, not raised where it lands: :meth:`check` raises it
+        at the next phase boundary. Raised anywhere, it lands in library code too: in a
+        fork callback of Ray's start-up that holds the logging module's lock (the exit
+        then hangs), in a connection pool's finaliser (which prints a traceback)."""
+        self._deferred = True
+
     @contextlib.contextmanager
     def around_ray_start(self) -> Iterator[None]:
-        """A stop during ``ray.init`` is noted and acted on once Ray is up. Raised inside,
-        it could land in a fork callback (Ray forks its processes) that holds the logging
-        module's lock, and leave it held: the sweep would hang on its way out. Also keeps
-        ``ray.init`` from replacing our SIGTERM handler with its exit(15)."""
+        """Keeps ``ray.init`` from replacing our SIGTERM handler with its exit(15)."""
         install = ray_utils.set_sigterm_handler
         ray_utils.set_sigterm_handler = lambda handler: None
-        self._deferred = True
         try:
             yield
         finally:
             ray_utils.set_sigterm_handler = install
-            self._deferred = False
         self.check()
