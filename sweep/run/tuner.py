@@ -3,6 +3,7 @@ resources, checkpoints, failure policy; a new Tuner, or the interrupted one rest
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -185,15 +186,21 @@ def fit(
 
 
 def resumable(experiment: str) -> bool:
-    """Whether Tune saved the experiment's state. A driver killed between writing the
-    Tuner and Tune's first save leaves a folder that Tune would restore with one sample
-    instead of num_samples: it never started, so it starts again from scratch."""
+    """Whether Tune saved the experiment with a trial in it. A driver stopped before that
+    leaves a folder that Tune restores wrongly (no state: one sample instead of
+    num_samples; no trial: a logged IndexError): nothing ran, so it starts from scratch."""
     if not tune.Tuner.can_restore(experiment):
         return False
     fs, path = pyarrow.fs.FileSystem.from_uri(experiment)
-    files = fs.get_file_info(pyarrow.fs.FileSelector(path))
-    if any(f.base_name.startswith("experiment_state") for f in files):
-        return True
+    states = sorted(
+        f.path
+        for f in fs.get_file_info(pyarrow.fs.FileSelector(path))
+        if f.base_name.startswith("experiment_state")
+    )
+    if states:
+        with fs.open_input_stream(states[-1]) as stream:
+            if json.loads(stream.read()).get("trial_data"):
+                return True
     fs.delete_dir(path)
     return False
 
