@@ -190,3 +190,33 @@ def test_driver_callbacks_are_saved_as_nothing(logger) -> None:
 
     callback, _, _ = logger
     assert type(pickle.loads(pickle.dumps(callback))) is Detached
+
+
+def test_stop_signals_hand_over_to_tunes_handler_and_notice_when_it_fired() -> None:
+    """Without Ray: Tune installs its SIGINT handler before it sets up callbacks, which
+    is when the driver hands over; a Ctrl-C in between fires Tune's handler only."""
+    import os
+    import signal
+
+    fired: list[int] = []
+
+    def tune_handler(signum: int, frame: object) -> None:  # Tune's: note, put the old back
+        fired.append(signum)
+        signal.signal(signal.SIGINT, previous)
+
+    with StopSignals() as signals:
+        signals.defer()
+        previous = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, tune_handler)
+        signals.hand_to_tune()  # the usual case: wrapped
+        os.kill(os.getpid(), signal.SIGINT)
+        assert signals.received == signal.SIGINT and fired == [signal.SIGINT]
+    with StopSignals() as signals:
+        signals.defer()
+        previous = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, tune_handler)
+        os.kill(os.getpid(), signal.SIGINT)  # before the hand-over: Tune's handler alone
+        assert signals.received is None and len(fired) == 2
+        signals.hand_to_tune()
+        assert signals.received == signal.SIGINT  # noticed: the stage counts as stopped
+        assert signals.exit_code == 130

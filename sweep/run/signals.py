@@ -69,12 +69,13 @@ class StopSignals:
         """Tune has installed its SIGINT handler (before it sets up callbacks, whence this
         is called): signals go through it from now on."""
         handler = signal.getsignal(signal.SIGINT)
-        if handler is self._on_signal and not os.environ.get("TUNE_DISABLE_SIGINT_HANDLER"):
+        # == not `is`: each access of a bound method makes a new object.
+        if handler == self._on_signal and not os.environ.get("TUNE_DISABLE_SIGINT_HANDLER"):
             # Tune's handler is gone already: it fired (and put ours back), a Ctrl-C while
             # Tune started. Tune stops; the sweep must know it was stopped.
             self.received = self.received or signal.SIGINT
             return
-        if callable(handler) and handler is not self._on_signal:
+        if callable(handler):
             self._tune = handler
             for signum in SIGNALS:
                 signal.signal(signum, self._on_signal)
