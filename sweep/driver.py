@@ -178,6 +178,9 @@ def quiet_tune(verbose: int) -> None:
         # folder; the terminal gets one line per failure (sweep/run/callbacks.py).
         os.environ["TUNE_PRINT_ALL_TRIAL_ERRORS"] = "0"
         logging.getLogger("ray.tune.tune").setLevel(logging.CRITICAL)  # "did not complete"
+        # A stop that lands while Tune copies its first state logs a traceback of the
+        # half-written copy; the resume starts such a stage again (run/tuner.resumable).
+        logging.getLogger("ray.tune.execution.experiment_state").setLevel(logging.CRITICAL)
 
 
 def in_background(call: Any, *args: Any) -> Future:
