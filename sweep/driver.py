@@ -122,7 +122,7 @@ def run_sweep(
         tracker = preparing.result() if preparing else open_store(settings)
         open_parent(tracker, settings, base, folder)
         signals.check()
-        code = sweep_stages(settings, base, folder, tracker, signals)
+        code = sweep_stages(stages.Sweep(settings, base, folder, tracker, signals))
     except BaseException:
         if signals.received is None:
             raise
@@ -136,17 +136,12 @@ def run_sweep(
     return code
 
 
-def sweep_stages(
-    settings: Settings,
-    base: dict[str, Any],
-    folder: SweepFolder,
-    tracker: Tracker,
-    signals: StopSignals,
-) -> int:
+def sweep_stages(sweep: stages.Sweep) -> int:
+    settings, folder, tracker, signals = sweep.settings, sweep.folder, sweep.tracker, sweep.signals
     for notice in advice.before_sweep(settings):
         print(notice, flush=True)
     started = time.monotonic()
-    outcome = stages.run(settings, base, folder, tracker, signals)
+    outcome = stages.run(sweep)
     if outcome.interrupted:
         return 0  # the caller sees the signal
     if outcome.bad_input is not None:
@@ -161,8 +156,9 @@ def sweep_stages(
     signals.check()
     findings.record(folder.path, tracker)
     review_lines = findings.lines(settings.metric)
-    result = results.finish(rows, settings, base, folder.path, tracker, review_lines)
-    tracker.set_tags({tags.NOTE: summary.note(result, settings, describe(settings, folder))})
+    result = results.finish(rows, settings, sweep.base, folder.path, tracker, review_lines)
+    description = summary.describe(settings, folder.path)
+    tracker.set_tags({tags.NOTE: summary.note(result, settings, description)})
     signals.check()  # the last moment a stop leaves the sweep to resume
     tracker.end_run(result.status)
     folder.write_state(status=FINISHED)
@@ -214,7 +210,7 @@ def open_parent(
             tags.SEARCHER: settings.searcher.name,
             tags.SCHEDULER: settings.scheduler.name,
             tags.SEED: str(settings.seed),
-            tags.NOTE: describe(settings, folder),
+            tags.NOTE: summary.describe(settings, folder.path),
         }
         commit = git_commit()
         if commit:
@@ -254,11 +250,6 @@ def discard(
     raise ConfigError(key, message)
 
 
-def describe(settings: Settings, folder: SweepFolder) -> str:
-    """The parent run's description while the sweep runs (Markdown, shown in MLflow)."""
-    return summary.describe(settings, folder.path)
-
-
 def header(settings: Settings, folder: SweepFolder) -> str:
     """The first line a user sees: what runs, and where its outputs go."""
     stopping = "ASHA" if settings.scheduler.name == "asha" else "no early stopping"
@@ -270,13 +261,11 @@ def header(settings: Settings, folder: SweepFolder) -> str:
 
 
 def git_commit() -> str | None:
+    git = ["git", "rev-parse", "HEAD"]
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
+        return subprocess.check_output(git, text=True, timeout=5, stderr=subprocess.DEVNULL).strip()
+    except (OSError, subprocess.SubprocessError):  # not a repository, or no git
         return None
-    return out.stdout.strip() or None
 
 
 def resume_command(folder: SweepFolder) -> str:

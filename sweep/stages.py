@@ -39,7 +39,7 @@ from sweep.report.results import TrialRow, collect, rank
 from sweep.report.review import Round
 from sweep.run import tuner
 from sweep.run.signals import StopSignals
-from sweep.text import format_value
+from sweep.text import format_value, short_key
 from sweep.track import tags
 from sweep.track.tracker import Tracker
 
@@ -60,7 +60,7 @@ class Stage:
     @property
     def group(self) -> str:
         """``optimizer=sgd``: the scientific values, shown wherever results are compared."""
-        return ", ".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in self.fixed)
+        return ", ".join(f"{short_key(key)}={value}" for key, value in self.fixed)
 
     @property
     def label(self) -> str:
@@ -71,7 +71,7 @@ class Stage:
 
     @property
     def slug(self) -> str:
-        parts = [f"{key.rsplit('.', 1)[-1]}-{value}" for key, value in self.fixed]
+        parts = [f"{short_key(key)}-{value}" for key, value in self.fixed]
         if self.rounds > 1:
             parts.append(f"r{self.round}")
         return re.sub(r"[^A-Za-z0-9._-]", "_", "_".join(parts))
@@ -88,10 +88,8 @@ class StageResult:
     rows: list[TrialRow]
 
     def best(self, mode: str) -> float:
-        values = [row.best for row in self.rows if math.isfinite(row.best)]
-        if not values:
-            return math.nan
-        return max(values) if mode == "max" else min(values)
+        pick = max if mode == "max" else min
+        return pick((row.best for row in self.rows if math.isfinite(row.best)), default=math.nan)
 
     def as_round(self, mode: str) -> Round:
         space = {d.key: (d.low, d.high) for d in self.dims if d.is_numeric}
@@ -126,14 +124,20 @@ def plan(settings: Settings) -> Iterator[Stage]:
             yield Stage(fixed, number, rounds)
 
 
-def run(
-    settings: Settings,
-    base: dict[str, Any],
-    folder: SweepFolder,
-    tracker: Tracker,
-    signals: StopSignals,
-) -> Outcome:
+@dataclass(frozen=True)
+class Sweep:
+    """What every stage runs with: settings, the composed config, its folder and MLflow."""
+
+    settings: Settings
+    base: dict[str, Any]
+    folder: SweepFolder
+    tracker: Tracker
+    signals: StopSignals
+
+
+def run(sweep: Sweep) -> Outcome:
     """Run (or resume) every stage of the plan in order."""
+    settings = sweep.settings
     outcome = Outcome()
     nuisance = [d for d in settings.dims if d.role != "scientific"]
     space: list[Dimension] = []
@@ -151,7 +155,7 @@ def run(
             space = refine_space(space, allowed, ranked, warnings)
             current = {d.key: d for d in space}
             allowed = {key: _union(dim, current[key]) for key, dim in allowed.items()}
-        result = run_stage(stage, space, settings, base, folder, tracker, signals)
+        result = run_stage(stage, space, sweep)
         if isinstance(result, Outcome):  # cut short: by a signal, or by bad input
             return dataclasses.replace(result, stages=outcome.stages)
         outcome.stages.append(result)
@@ -164,16 +168,9 @@ def _union(a: Dimension, b: Dimension) -> Dimension:
     return dataclasses.replace(a, low=min(a.low, b.low), high=max(a.high, b.high))
 
 
-def run_stage(
-    stage: Stage,
-    space: list[Dimension],
-    settings: Settings,
-    base: dict[str, Any],
-    folder: SweepFolder,
-    tracker: Tracker,
-    signals: StopSignals,
-) -> StageResult | Outcome:
+def run_stage(stage: Stage, space: list[Dimension], sweep: Sweep) -> StageResult | Outcome:
     """Run one stage, resume it, or read it back when it finished before."""
+    settings, folder, tracker = sweep.settings, sweep.folder, sweep.tracker
     # A scientific value is a one-value choice: it reaches the trial's config, its MLflow
     # params and results.csv like any sampled value, and takes the same searcher
     # coordinate in every stage, so the nuisance points match across values.
@@ -202,8 +199,8 @@ def run_stage(
             print("  finished before; read back from its folder", flush=True)
         results = tuner.load_results(staged, experiment)
     else:
-        signals.check()
-        tuned = tuner.fit(staged, base, tracker, signals, experiment)
+        sweep.signals.check()
+        tuned = tuner.fit(staged, sweep.base, tracker, sweep.signals, experiment)
         tracker.writer.flush()
         if tuned.interrupted or tuned.bad_input is not None:
             return Outcome(interrupted=tuned.interrupted, bad_input=tuned.bad_input)
@@ -224,7 +221,7 @@ def run_stage(
 def describe_space(space: list[Dimension]) -> str:
     parts = []
     for dim in space:
-        name = dim.key.rsplit(".", 1)[-1]
+        name = short_key(dim.key)
         if dim.is_numeric:
             parts.append(f"{name} in [{format_value(dim.low)}, {format_value(dim.high)}]")
         else:
@@ -234,10 +231,9 @@ def describe_space(space: list[Dimension]) -> str:
 
 def space_params(space: list[Dimension]) -> dict[str, str]:
     """The stage's space as MLflow params: ``search_space.model.lr: loguniform [1e-4, 3e-2]``."""
-    params = {}
-    for dim in space:
-        if dim.is_numeric:
-            params[f"search_space.{dim.key}"] = f"{dim.type} [{dim.low:.6g}, {dim.high:.6g}]"
-        else:
-            params[f"search_space.{dim.key}"] = f"{dim.type} {list(dim.values)}"
-    return params
+    return {
+        f"search_space.{dim.key}": f"{dim.type} [{dim.low:.6g}, {dim.high:.6g}]"
+        if dim.is_numeric
+        else f"{dim.type} {list(dim.values)}"
+        for dim in space
+    }
