@@ -28,25 +28,22 @@ from omegaconf import DictConfig, OmegaConf
 from sweep.config.redact import flatten
 from sweep.errors import ConfigError
 
-# type → (required keys, optional keys, scale the searcher samples in)
-TYPES: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
-    "uniform": (("low", "high"), (), "linear"),
-    "quniform": (("low", "high", "q"), (), "linear"),
-    "loguniform": (("low", "high"), (), "log"),
-    "qloguniform": (("low", "high", "q"), (), "log"),
-    "randint": (("low", "high"), (), "linear"),
-    "qrandint": (("low", "high", "q"), (), "linear"),
-    "lograndint": (("low", "high"), (), "log"),
-    "qlograndint": (("low", "high", "q"), (), "log"),
-    "one_minus_log": (("low", "high"), (), "log"),
-    "choice": (("values",), (), "categorical"),
-    "grid": (("values",), (), "categorical"),
+# type → (required keys, scale the searcher samples in); every type also takes a ``role``.
+TYPES: dict[str, tuple[tuple[str, ...], str]] = {
+    "uniform": (("low", "high"), "linear"),
+    "quniform": (("low", "high", "q"), "linear"),
+    "loguniform": (("low", "high"), "log"),
+    "qloguniform": (("low", "high", "q"), "log"),
+    "randint": (("low", "high"), "linear"),
+    "qrandint": (("low", "high", "q"), "linear"),
+    "lograndint": (("low", "high"), "log"),
+    "qlograndint": (("low", "high", "q"), "log"),
+    "one_minus_log": (("low", "high"), "log"),
+    "choice": (("values",), "categorical"),
+    "grid": (("values",), "categorical"),
 }
-# Keys every dimension accepts besides its type's own.
-COMMON_KEYS = ("role",)
 ROLES = ("nuisance", "scientific")
 INTEGER_TYPES = {"randint", "qrandint", "lograndint", "qlograndint"}
-LOG_TYPES = {name for name, (_, _, scale) in TYPES.items() if scale == "log"}
 
 
 @dataclass(frozen=True)
@@ -63,7 +60,7 @@ class Dimension:
 
     @property
     def scale(self) -> str:
-        return TYPES[self.type][2]
+        return TYPES[self.type][1]
 
     @property
     def is_numeric(self) -> bool:
@@ -92,14 +89,14 @@ def parse_dimension(path: str, node: Mapping[str, Any]) -> Dimension:
     kind = node["type"]
     if kind not in TYPES:
         raise ConfigError(path, f"unknown type {kind!r}; use one of: {', '.join(TYPES)}")
-    required, optional, _ = TYPES[kind]
+    required, scale = TYPES[kind]
     missing = [k for k in required if node.get(k) is None]
     if missing:
         example = "values: [a, b]" if kind in ("choice", "grid") else "low: 0, high: 1"
         raise ConfigError(
             path, f"type {kind} needs {', '.join(missing)}; e.g. {{type: {kind}, {example}}}"
         )
-    extra = sorted(set(node) - {"type", *required, *optional, *COMMON_KEYS})
+    extra = sorted(set(node) - {"type", "role", *required})
     if extra:
         raise ConfigError(
             f"{path}.{extra[0]}",
@@ -118,7 +115,7 @@ def parse_dimension(path: str, node: Mapping[str, Any]) -> Dimension:
     q = _number(path, "q", node["q"]) if "q" in required else None
     if low >= high:
         raise ConfigError(path, f"low ({low}) must be below high ({high})")
-    if kind in LOG_TYPES and kind != "one_minus_log" and low <= 0:
+    if scale == "log" and kind != "one_minus_log" and low <= 0:
         raise ConfigError(f"{path}.low", f"{low} is not positive; a log scale needs low > 0")
     if kind == "one_minus_log" and not (0 < low < high < 1):
         raise ConfigError(path, f"one_minus_log needs 0 < low < high < 1, got [{low}, {high}]")
@@ -159,11 +156,6 @@ def to_value(dim: Dimension, sampled: Any) -> Any:
     return 1.0 - float(sampled) if dim.type == "one_minus_log" else sampled
 
 
-def to_sampled(dim: Dimension, value: Any) -> Any:
-    """Inverse of :func:`to_value`: the point in the space the searcher sees."""
-    return to_value(dim, value)  # 1 - x is its own inverse
-
-
 def fixed_points(dims: list[Dimension], points: Any) -> list[dict[str, Any]]:
     """``searcher.points`` (a list of configs nested like the search space, e.g.
     ``{model: {lr: 0.01, hidden: 64}}``) → points as the searcher sees them, tried first.
@@ -184,7 +176,8 @@ def fixed_points(dims: list[Dimension], points: Any) -> list[dict[str, Any]]:
                 f"searcher.points[{i}]",
                 f"{unknown[0]} is not in the search space; tuned keys: {', '.join(by_key)}",
             )
-        out.append({key: to_sampled(by_key[key], value) for key, value in flat.items()})
+        # to_value's inverse, as the searcher sees the point: 1 - x is its own inverse
+        out.append({key: to_value(by_key[key], value) for key, value in flat.items()})
     return out
 
 
@@ -230,17 +223,7 @@ def to_scale(dim: Dimension, value: float) -> float:
     """The coordinate the searcher samples uniformly; increasing in ``value``."""
     if dim.type == "one_minus_log":
         return -math.log10(1.0 - float(value))
-    if dim.scale == "log":
-        return math.log10(float(value))
-    return float(value)
-
-
-def from_scale(dim: Dimension, coordinate: float) -> float:
-    if dim.type == "one_minus_log":
-        return 1.0 - 10.0 ** (-coordinate)
-    if dim.scale == "log":
-        return 10.0**coordinate
-    return coordinate
+    return math.log10(float(value)) if dim.scale == "log" else float(value)
 
 
 def bounds(dim: Dimension) -> tuple[float, float]:
@@ -257,4 +240,7 @@ def position(dim: Dimension, value: float) -> float:
 def at_position(dim: Dimension, u: float) -> float:
     """Inverse of :func:`position`."""
     low, high = bounds(dim)
-    return from_scale(dim, low + u * (high - low))
+    coordinate = low + u * (high - low)
+    if dim.type == "one_minus_log":
+        return 1.0 - 10.0 ** (-coordinate)
+    return 10.0**coordinate if dim.scale == "log" else coordinate
