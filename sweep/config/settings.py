@@ -168,13 +168,18 @@ def _plain(cfg: DictConfig) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in cfg:
         try:
-            out[str(key)] = (
-                OmegaConf.to_container(cfg[key], resolve=True)
-                if isinstance(cfg[key], DictConfig)
-                else cfg[key]
-            )
+            value = cfg[key]
+            if isinstance(value, DictConfig):
+                value = OmegaConf.to_container(value, resolve=True)
+            out[str(key)] = value
         except Exception as exc:  # omegaconf's MissingMandatoryValue, InterpolationResolutionError
-            raise ConfigError(str(key), _omegaconf_reason(exc)) from None
+            full_key = getattr(exc, "full_key", None)
+            reason = (
+                f"{full_key} is required (???); set it on the command line, e.g. {full_key}=..."
+                if type(exc).__name__ == "MissingMandatoryValue"
+                else str(exc).splitlines()[0]
+            )
+            raise ConfigError(str(key), reason) from None
     return out
 
 
@@ -184,13 +189,6 @@ def _check_required(cfg: DictConfig) -> None:
     if missing:
         key = missing[0]
         raise ConfigError(key, f"is required (???) and not set; add {key}=<value> to the command")
-
-
-def _omegaconf_reason(exc: Exception) -> str:
-    full_key = getattr(exc, "full_key", None)
-    if type(exc).__name__ == "MissingMandatoryValue":
-        return f"{full_key} is required (???); set it on the command line, e.g. {full_key}=..."
-    return str(exc).splitlines()[0]
 
 
 def _integer(
