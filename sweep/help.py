@@ -13,8 +13,8 @@ import os
 import re
 import textwrap
 from importlib import resources
-from typing import Any
 
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
 # A top-level `key: value  # comment` line (or `key:  # comment` opening a section).
@@ -30,14 +30,14 @@ def register() -> None:
 
 def groups_help(*, _root_: DictConfig) -> str:
     """``model  mlp*  Multi-layer perceptron ...``, one line per option, default starred."""
-    loader = _loader()
+    loader = GlobalHydra.instance().config_loader()
     choices = OmegaConf.select(_root_, "hydra.runtime.choices", default={}) or {}
     lines = []
     for group in sorted(g for g in loader.list_groups("") if g not in _SKIPPED):
         options = sorted(loader.get_group_options(group))
         for i, option in enumerate(options):
             mark = "*" if choices.get(group) == option else ""
-            doc = first_comment(_raw(loader, f"{group}/{option}.yaml"))
+            doc = first_comment(_raw(f"{group}/{option}.yaml"))
             lines.append(_row(f"  {group if i == 0 else '':<14}{option + mark:<15}", doc))
     return _escape("\n".join(lines))
 
@@ -47,9 +47,8 @@ def keys_help(*, _root_: DictConfig) -> str:
     name = OmegaConf.select(_root_, "hydra.job.config_name", default="config")
     lines = []
     section = ""
-    for line in _raw(_loader(), f"{name}.yaml").splitlines():
-        match = _KEY_LINE.match(line)
-        if not match:
+    for line in _raw(f"{name}.yaml").splitlines():
+        if not (match := _KEY_LINE.match(line)):
             continue
         key, indent = match["key"], len(match["indent"])
         opens_section = not match["value"].strip()
@@ -99,15 +98,9 @@ def _current(cfg: DictConfig, path: str) -> str:
     return str(value)
 
 
-def _loader() -> Any:
-    from hydra.core.global_hydra import GlobalHydra
-
-    return GlobalHydra.instance().config_loader()
-
-
-def _raw(loader: Any, relative: str) -> str:
+def _raw(relative: str) -> str:
     """The file's text from the first config source that has it (comments included)."""
-    for source in loader.get_sources():
+    for source in GlobalHydra.instance().config_loader().get_sources():
         try:
             if source.scheme() == "file":
                 path = os.path.join(source.path, relative)
