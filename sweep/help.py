@@ -9,6 +9,7 @@ comment. So the help and the comments in ``conf/`` are the same words, and a use
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import textwrap
@@ -66,14 +67,10 @@ def keys_help(*, _root_: DictConfig) -> str:
 
 def first_comment(text: str) -> str:
     """The first sentence of the file's opening comment."""
-    block: list[str] = []
-    for line in text.splitlines():
-        if not line.startswith("#"):
-            if block:
-                break
-            continue
-        block.append(line.lstrip("#").strip())
-    return re.split(r"(?<!e\.g\.)(?<!i\.e\.)(?<=[.!?])\s", " ".join(block), maxsplit=1)[0]
+    runs = itertools.groupby(text.splitlines(), key=lambda line: line.startswith("#"))
+    block = next((list(run) for is_comment, run in runs if is_comment), [])
+    words = " ".join(line.lstrip("#").strip() for line in block)
+    return re.split(r"(?<!e\.g\.)(?<!i\.e\.)(?<=[.!?])\s", words, maxsplit=1)[0]
 
 
 def _row(left: str, doc: str) -> str:

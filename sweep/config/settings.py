@@ -18,10 +18,7 @@ from sweep.config.space import Dimension, fixed_points, parse_space
 from sweep.errors import ConfigError
 
 LOCAL = "local"  # cluster.address of an embedded Ray
-SCHEDULERS = ("asha", "fifo")
-PROBES = ("batch_size",)
 SEARCHERS = ("random", "quasi_random", "tpe")
-MODES = ("min", "max")
 NAME = re.compile(r"[\w.-]+")
 
 
@@ -90,7 +87,7 @@ def load_settings(cfg: DictConfig) -> Settings:
     _check_required(cfg)
     raw = _plain(cfg)
     mode = raw["mode"]
-    if mode not in MODES:
+    if mode not in ("min", "max"):
         raise ConfigError("mode", f"{mode!r} is not min or max; set mode=max or mode=min")
     metric = raw["metric"]
     if not isinstance(metric, str) or not metric:
@@ -98,9 +95,8 @@ def load_settings(cfg: DictConfig) -> Settings:
     num_samples = _integer(raw, "num_samples", minimum=1)
     max_epochs = _integer(raw["trainer"], "max_epochs", minimum=1, prefix="trainer.")
     max_failures = _integer(raw, "max_failures", minimum=0)
-    resources = raw["resources"]
-    cpus = _number(resources, "cpu", prefix="resources.")
-    gpus = _number(resources, "gpu", prefix="resources.")
+    cpus = _number(raw["resources"], "cpu", prefix="resources.")
+    gpus = _number(raw["resources"], "gpu", prefix="resources.")
     if cpus <= 0:
         raise ConfigError("resources.cpu", f"{cpus} must be positive, e.g. resources.cpu=1")
     if gpus < 0:
@@ -185,9 +181,8 @@ def _plain(cfg: DictConfig) -> dict[str, Any]:
 
 def _check_required(cfg: DictConfig) -> None:
     """Values left ``???`` by a config group (``data=tabular`` needs a path)."""
-    missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra."))
-    if missing:
-        key = missing[0]
+    key = min((k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra.")), default=None)
+    if key is not None:
         raise ConfigError(key, f"is required (???) and not set; add {key}=<value> to the command")
 
 
@@ -250,7 +245,7 @@ def _cluster(section: dict[str, Any]) -> Cluster:
 
 def _check_scheduler(section: dict[str, Any], max_epochs: int) -> Scheduler:
     name = section.get("name")
-    if name not in SCHEDULERS:
+    if name not in ("asha", "fifo"):
         raise ConfigError("scheduler", f"unknown scheduler {name!r}; use scheduler=asha or fifo")
     if name != "asha":
         return Scheduler(str(name))
@@ -291,7 +286,7 @@ def _check_searcher(section: dict[str, Any], dims: tuple[Dimension, ...]) -> Sea
 def _check_probe(probe: Any) -> str | None:
     if probe in (None, False, "", "none"):
         return None
-    if probe not in PROBES:
+    if probe != "batch_size":
         raise ConfigError("probe", f"unknown probe {probe!r}; use probe=batch_size")
     return str(probe)
 

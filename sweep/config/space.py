@@ -90,14 +90,12 @@ def parse_dimension(path: str, node: Mapping[str, Any]) -> Dimension:
     if kind not in TYPES:
         raise ConfigError(path, f"unknown type {kind!r}; use one of: {', '.join(TYPES)}")
     required, scale = TYPES[kind]
-    missing = [k for k in required if node.get(k) is None]
-    if missing:
+    if missing := [k for k in required if node.get(k) is None]:
         example = "values: [a, b]" if kind in ("choice", "grid") else "low: 0, high: 1"
         raise ConfigError(
             path, f"type {kind} needs {', '.join(missing)}; e.g. {{type: {kind}, {example}}}"
         )
-    extra = sorted(set(node) - {"type", "role", *required})
-    if extra:
+    if extra := sorted(set(node) - {"type", "role", *required}):
         raise ConfigError(
             f"{path}.{extra[0]}",
             f"type {kind} takes {', '.join(required)} (and role), not {extra[0]}; remove it",
@@ -106,7 +104,7 @@ def parse_dimension(path: str, node: Mapping[str, Any]) -> Dimension:
     role = _role(path, kind, node.get("role"))
     if kind in ("choice", "grid"):
         values = node["values"]
-        if isinstance(values, str) or not isinstance(values, (list, tuple)):
+        if not isinstance(values, (list, tuple)):
             raise ConfigError(f"{path}.values", f"expected a list, got {values!r}")
         if not values:
             raise ConfigError(f"{path}.values", "is empty; list at least one value")
@@ -162,7 +160,7 @@ def fixed_points(dims: list[Dimension], points: Any) -> list[dict[str, Any]]:
     Raises ConfigError on a key that is not a dimension of the space."""
     if points is None:
         return []
-    if isinstance(points, (str, Mapping)) or not isinstance(points, (list, tuple)):
+    if not isinstance(points, (list, tuple)):
         raise ConfigError("searcher.points", f"expected a list of points, got {points!r}")
     by_key = {dim.key: dim for dim in dims}
     out = []
@@ -170,8 +168,7 @@ def fixed_points(dims: list[Dimension], points: Any) -> list[dict[str, Any]]:
         flat = flatten(point) if isinstance(point, Mapping) else None
         if not flat:
             raise ConfigError(f"searcher.points[{i}]", f"expected a mapping, got {point!r}")
-        unknown = sorted(set(flat) - set(by_key))
-        if unknown:
+        if unknown := sorted(set(flat) - set(by_key)):
             raise ConfigError(
                 f"searcher.points[{i}]",
                 f"{unknown[0]} is not in the search space; tuned keys: {', '.join(by_key)}",
