@@ -1,10 +1,9 @@
 """``sweep --help``: Hydra's help page, written for this tool.
 
-``conf/hydra/help/sweep.yaml`` is the page. Two resolvers fill it in from the config
-files themselves: every config group with its options, each described by the first
-comment line of its YAML file, and the main keys with their current value and inline
-comment. So the help and the comments in ``conf/`` are the same words, and a user's own
-``--config-dir`` groups show up too.
+``conf/hydra/help/sweep.yaml`` is the page. Two resolvers fill it in from the config files
+themselves: every config group with its options, each described by the first comment line of
+its YAML file, and the main keys with their current value and inline comment. So the help and
+the comments in ``conf/`` are the same words, and a user's own ``--config-dir`` groups show up.
 """
 
 from __future__ import annotations
@@ -35,8 +34,7 @@ def groups_help(*, _root_: DictConfig) -> str:
     choices = OmegaConf.select(_root_, "hydra.runtime.choices", default={}) or {}
     lines = []
     for group in sorted(g for g in loader.list_groups("") if g not in _SKIPPED):
-        options = sorted(loader.get_group_options(group))
-        for i, option in enumerate(options):
+        for i, option in enumerate(sorted(loader.get_group_options(group))):
             mark = "*" if choices.get(group) == option else ""
             doc = first_comment(_raw(f"{group}/{option}.yaml"))
             lines.append(_row(f"  {group if i == 0 else '':<14}{option + mark:<15}", doc))

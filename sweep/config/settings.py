@@ -1,8 +1,5 @@
-"""A typed view of the composed config, validated before anything starts.
-
-Every mistake found here raises :class:`ConfigError` naming the key, the bad value and
-the fix; nothing has been started or written yet when it does.
-"""
+"""A typed view of the composed config, validated before anything is started or written:
+every mistake found raises :class:`ConfigError` naming the key, the bad value and the fix."""
 
 from __future__ import annotations
 
@@ -20,6 +17,7 @@ from sweep.errors import ConfigError
 LOCAL = "local"  # cluster.address of an embedded Ray
 SEARCHERS = ("random", "quasi_random", "tpe")
 NAME = re.compile(r"[\w.-]+")
+_ABSENT = object()
 
 
 @dataclass(frozen=True)
@@ -233,9 +231,6 @@ def _kind(value: Any) -> str | None:
     if isinstance(value, (int, float)):
         return "number"
     return "string" if isinstance(value, str) else None
-
-
-_ABSENT = object()
 
 
 def _cluster(section: dict[str, Any]) -> Cluster:

@@ -44,6 +44,7 @@ TYPES: dict[str, tuple[tuple[str, ...], str]] = {
 }
 ROLES = ("nuisance", "scientific")
 INTEGER_TYPES = {"randint", "qrandint", "lograndint", "qlograndint"}
+_RESOLVER_CALL = re.compile(r"\$\{\s*[\w.]+\s*:")  # ${now:...}, ${hydra:...}: not ${a.b}
 
 
 @dataclass(frozen=True)
@@ -181,9 +182,6 @@ def fixed_points(dims: list[Dimension], points: Any) -> list[dict[str, Any]]:
 def config_values(dims: list[Dimension], sampled: Mapping[str, Any]) -> dict[str, Any]:
     """Sampled point (as Tune gives it) → {dotted config key: value}."""
     return {dim.key: to_value(dim, sampled[dim.key]) for dim in dims if dim.key in sampled}
-
-
-_RESOLVER_CALL = re.compile(r"\$\{\s*[\w.]+\s*:")
 
 
 def portable_config(cfg: DictConfig) -> dict[str, Any]:
