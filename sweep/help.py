@@ -9,10 +9,10 @@ the comments in ``conf/`` are the same words, and a user's own ``--config-dir`` 
 from __future__ import annotations
 
 import itertools
-import os
 import re
 import textwrap
 from importlib import resources
+from pathlib import Path
 
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
@@ -97,15 +97,14 @@ def _raw(relative: str) -> str:
     """The file's text from the first config source that has it (comments included)."""
     for source in GlobalHydra.instance().config_loader().get_sources():
         try:
-            if source.scheme() == "file":
-                path = os.path.join(source.path, relative)
-                if os.path.isfile(path):
-                    with open(path, encoding="utf-8") as handle:
-                        return handle.read()
-            elif source.scheme() == "pkg":
+            if source.scheme() == "pkg":
                 file = resources.files(source.path.replace("/", ".")).joinpath(relative)
-                if file.is_file():
-                    return file.read_text(encoding="utf-8")
+            elif source.scheme() == "file":
+                file = Path(source.path, relative)
+            else:
+                continue
+            if file.is_file():
+                return file.read_text(encoding="utf-8")
         except (ImportError, OSError, ValueError):
             continue
     return ""

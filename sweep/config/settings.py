@@ -3,9 +3,8 @@ every mistake found raises :class:`ConfigError` naming the key, the bad value an
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -234,7 +233,7 @@ def _kind(value: Any) -> str | None:
 
 
 def _cluster(section: dict[str, Any]) -> Cluster:
-    known = {f.name for f in dataclasses.fields(Cluster)}
+    known = {f.name for f in fields(Cluster)}
     return Cluster(**{k: v for k, v in section.items() if k in known and v is not None})
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -56,7 +56,7 @@ class Dimension:
     low: float | None = None
     high: float | None = None
     q: float | None = None
-    values: tuple[Any, ...] = field(default_factory=tuple)
+    values: tuple[Any, ...] = ()
     role: str = "nuisance"
 
     @property
