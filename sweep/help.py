@@ -20,7 +20,6 @@ from omegaconf import DictConfig, OmegaConf
 # A top-level `key: value  # comment` line (or `key:  # comment` opening a section).
 _KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_]\w*):(?P<value>[^#]*)#\s*(?P<doc>.*)$")
 _SKIPPED = ("defaults", "hydra")
-WIDTH = 100
 
 
 def register() -> None:
@@ -38,7 +37,7 @@ def groups_help(*, _root_: DictConfig) -> str:
             mark = "*" if choices.get(group) == option else ""
             doc = first_comment(_raw(f"{group}/{option}.yaml"))
             lines.append(_row(f"  {group if i == 0 else '':<14}{option + mark:<15}", doc))
-    return _escape("\n".join(lines))
+    return "\n".join(lines)
 
 
 def keys_help(*, _root_: DictConfig) -> str:
@@ -60,7 +59,7 @@ def keys_help(*, _root_: DictConfig) -> str:
         path = f"{section}.{key}" if indent else key
         setting = f"{path}={_current(_root_, path)}"
         lines.append(_row(f"  {setting:<28} ", match["doc"]))
-    return _escape("\n".join(lines))
+    return "\n".join(lines)
 
 
 def first_comment(text: str) -> str:
@@ -73,14 +72,15 @@ def first_comment(text: str) -> str:
 
 def _row(left: str, doc: str) -> str:
     """``left`` then ``doc``, wrapped under itself to fit a 100-column terminal."""
-    return textwrap.fill(
+    row = textwrap.fill(
         doc,
-        width=WIDTH,
+        width=100,
         initial_indent=left,
         subsequent_indent=" " * len(left),
         break_on_hyphens=False,
         break_long_words=False,
     )
+    return row.replace("$", "$$")  # Hydra fills the page with string.Template: $ is written $$
 
 
 def _current(cfg: DictConfig, path: str) -> str:
@@ -108,8 +108,3 @@ def _raw(relative: str) -> str:
         except (ImportError, OSError, ValueError):
             continue
     return ""
-
-
-def _escape(text: str) -> str:
-    # Hydra fills the page with string.Template: a literal $ must be written $$.
-    return text.replace("$", "$$")
