@@ -7,12 +7,11 @@ A spec is nested like the config it samples; each leaf is a mapping with a ``typ
       lr: {type: loguniform, low: 1.0e-4, high: 1.0e-1}
       hidden: {type: choice, values: [64, 128, 256]}
 
-Integer ranges are inclusive at both ends. Any dimension may carry ``role: scientific``
-(a choice or grid whose values are compared fairly: every value is run and the other
-dimensions are tuned separately for each, see ``sweep/stages.py``) or ``role: nuisance``
-(the default: tuned, to be optimised away). ``one_minus_log`` samples ``1 - x``
-log-uniformly for parameters near 1 (momentum, Adam's β2): the searcher sees ``1 - x``,
-the config gets ``x``.
+Integer ranges are inclusive at both ends. Any dimension may carry ``role: scientific`` (a choice or
+grid whose values are compared fairly: every value is run and the other dimensions are tuned
+separately for each, see ``sweep/stages.py``) or ``role: nuisance`` (the default: tuned, to be
+optimised away). ``one_minus_log`` samples ``1 - x`` log-uniformly for parameters near 1 (momentum,
+Adam's β2): the searcher sees ``1 - x``, the config gets ``x``.
 """
 
 from __future__ import annotations
