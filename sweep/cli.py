@@ -93,23 +93,19 @@ def hydra_error_line(exc: Exception, args: list[str]) -> str:
         if group:
             return f"{group}: no option {option!r}; choose one of: {options}"
         return f"{option}: config not found; check --config-name / --config-dir"
-    match = re.match(r"Could not override '([^']+)'", text)
-    if match:
+    if match := re.match(r"Could not override '([^']+)'", text):
         key = match.group(1)
         value = next((a.split("=", 1)[1] for a in args if a.startswith(key + "=")), "...")
         return f"{key}: not a key of the config; fix the name, or add a new key with +{key}={value}"
-    match = re.match(r"Could not delete from config. '([^']+)' does not exist", text)
-    if match:
+    if match := re.match(r"Could not delete from config. '([^']+)' does not exist", text):
         return f"{match.group(1)}: cannot remove (~) a key the config does not have; fix the name"
-    match = re.match(r"Multiple values for (\S+?)\.", text)
-    if match:
+    if match := re.match(r"Multiple values for (\S+?)\.", text):
         group = match.group(1)
         return f"{group}: the group already has an option; choose it with {group}=<option>, no +"
     if type(exc).__name__ == "OverrideParseException":
-        bad = _unparsable(args)
-        reason = text.splitlines()[0]
+        bad = _unparsable(args) or "command line"
         return (
-            f"{bad or 'command line'}: cannot parse this override ({reason}); "
+            f"{bad}: cannot parse this override ({text.splitlines()[0]}); "
             "quote values with spaces, brackets or braces, e.g. 'key=[1, 2]'"
         )
     return f"command line: {text.strip().splitlines()[0]}"
@@ -128,10 +124,9 @@ def _unparsable(args: list[str]) -> str | None:
 
     parser = OverridesParser.create()
     for arg in args:
-        if arg.startswith("-"):
-            continue
         try:
-            parser.parse_overrides([arg])
+            if not arg.startswith("-"):
+                parser.parse_overrides([arg])
         except Exception:
             return arg
     return None

@@ -1,26 +1,25 @@
 """``sweep --help``: Hydra's help page, written for this tool.
 
-``conf/hydra/help/sweep.yaml`` is the page. Two resolvers fill it in from the config
-files themselves: every config group with its options, each described by the first
-comment line of its YAML file, and the main keys with their current value and inline
-comment. So the help and the comments in ``conf/`` are the same words, and a user's own
-``--config-dir`` groups show up too.
+``conf/hydra/help/sweep.yaml`` is the page. Two resolvers fill it in from the config files
+themselves: every config group with its options, each described by the first comment line of
+its YAML file, and the main keys with their current value and inline comment. So the help and
+the comments in ``conf/`` are the same words, and a user's own ``--config-dir`` groups show up.
 """
 
 from __future__ import annotations
 
-import os
+import itertools
 import re
 import textwrap
 from importlib import resources
-from typing import Any
+from pathlib import Path
 
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
 # A top-level `key: value  # comment` line (or `key:  # comment` opening a section).
 _KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_]\w*):(?P<value>[^#]*)#\s*(?P<doc>.*)$")
 _SKIPPED = ("defaults", "hydra")
-WIDTH = 100
 
 
 def register() -> None:
@@ -30,16 +29,15 @@ def register() -> None:
 
 def groups_help(*, _root_: DictConfig) -> str:
     """``model  mlp*  Multi-layer perceptron ...``, one line per option, default starred."""
-    loader = _loader()
+    loader = GlobalHydra.instance().config_loader()
     choices = OmegaConf.select(_root_, "hydra.runtime.choices", default={}) or {}
     lines = []
     for group in sorted(g for g in loader.list_groups("") if g not in _SKIPPED):
-        options = sorted(loader.get_group_options(group))
-        for i, option in enumerate(options):
+        for i, option in enumerate(sorted(loader.get_group_options(group))):
             mark = "*" if choices.get(group) == option else ""
-            doc = first_comment(_raw(loader, f"{group}/{option}.yaml"))
+            doc = first_comment(_raw(f"{group}/{option}.yaml"))
             lines.append(_row(f"  {group if i == 0 else '':<14}{option + mark:<15}", doc))
-    return _escape("\n".join(lines))
+    return "\n".join(lines)
 
 
 def keys_help(*, _root_: DictConfig) -> str:
@@ -47,9 +45,8 @@ def keys_help(*, _root_: DictConfig) -> str:
     name = OmegaConf.select(_root_, "hydra.job.config_name", default="config")
     lines = []
     section = ""
-    for line in _raw(_loader(), f"{name}.yaml").splitlines():
-        match = _KEY_LINE.match(line)
-        if not match:
+    for line in _raw(f"{name}.yaml").splitlines():
+        if not (match := _KEY_LINE.match(line)):
             continue
         key, indent = match["key"], len(match["indent"])
         opens_section = not match["value"].strip()
@@ -62,31 +59,28 @@ def keys_help(*, _root_: DictConfig) -> str:
         path = f"{section}.{key}" if indent else key
         setting = f"{path}={_current(_root_, path)}"
         lines.append(_row(f"  {setting:<28} ", match["doc"]))
-    return _escape("\n".join(lines))
+    return "\n".join(lines)
 
 
 def first_comment(text: str) -> str:
     """The first sentence of the file's opening comment."""
-    block: list[str] = []
-    for line in text.splitlines():
-        if not line.startswith("#"):
-            if block:
-                break
-            continue
-        block.append(line.lstrip("#").strip())
-    return re.split(r"(?<!e\.g\.)(?<!i\.e\.)(?<=[.!?])\s", " ".join(block), maxsplit=1)[0]
+    runs = itertools.groupby(text.splitlines(), key=lambda line: line.startswith("#"))
+    block = next((list(run) for is_comment, run in runs if is_comment), [])
+    words = " ".join(line.lstrip("#").strip() for line in block)
+    return re.split(r"(?<!e\.g\.)(?<!i\.e\.)(?<=[.!?])\s", words, maxsplit=1)[0]
 
 
 def _row(left: str, doc: str) -> str:
     """``left`` then ``doc``, wrapped under itself to fit a 100-column terminal."""
-    return textwrap.fill(
+    row = textwrap.fill(
         doc,
-        width=WIDTH,
+        width=100,
         initial_indent=left,
         subsequent_indent=" " * len(left),
         break_on_hyphens=False,
         break_long_words=False,
     )
+    return row.replace("$", "$$")  # Hydra fills the page with string.Template: $ is written $$
 
 
 def _current(cfg: DictConfig, path: str) -> str:
@@ -99,30 +93,18 @@ def _current(cfg: DictConfig, path: str) -> str:
     return str(value)
 
 
-def _loader() -> Any:
-    from hydra.core.global_hydra import GlobalHydra
-
-    return GlobalHydra.instance().config_loader()
-
-
-def _raw(loader: Any, relative: str) -> str:
+def _raw(relative: str) -> str:
     """The file's text from the first config source that has it (comments included)."""
-    for source in loader.get_sources():
+    for source in GlobalHydra.instance().config_loader().get_sources():
         try:
-            if source.scheme() == "file":
-                path = os.path.join(source.path, relative)
-                if os.path.isfile(path):
-                    with open(path, encoding="utf-8") as handle:
-                        return handle.read()
-            elif source.scheme() == "pkg":
+            if source.scheme() == "pkg":
                 file = resources.files(source.path.replace("/", ".")).joinpath(relative)
-                if file.is_file():
-                    return file.read_text(encoding="utf-8")
+            elif source.scheme() == "file":
+                file = Path(source.path, relative)
+            else:
+                continue
+            if file.is_file():
+                return file.read_text(encoding="utf-8")
         except (ImportError, OSError, ValueError):
             continue
     return ""
-
-
-def _escape(text: str) -> str:
-    # Hydra fills the page with string.Template: a literal $ must be written $$.
-    return text.replace("$", "$$")

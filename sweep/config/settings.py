@@ -1,14 +1,10 @@
-"""A typed view of the composed config, validated before anything starts.
-
-Every mistake found here raises :class:`ConfigError` naming the key, the bad value and
-the fix; nothing has been started or written yet when it does.
-"""
+"""A typed view of the composed config, validated before anything is started or written:
+every mistake found raises :class:`ConfigError` naming the key, the bad value and the fix."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +14,9 @@ from sweep.config.space import Dimension, fixed_points, parse_space
 from sweep.errors import ConfigError
 
 LOCAL = "local"  # cluster.address of an embedded Ray
-SCHEDULERS = ("asha", "fifo")
-PROBES = ("batch_size",)
 SEARCHERS = ("random", "quasi_random", "tpe")
-MODES = ("min", "max")
 NAME = re.compile(r"[\w.-]+")
+_ABSENT = object()
 
 
 @dataclass(frozen=True)
@@ -90,7 +84,7 @@ def load_settings(cfg: DictConfig) -> Settings:
     _check_required(cfg)
     raw = _plain(cfg)
     mode = raw["mode"]
-    if mode not in MODES:
+    if mode not in ("min", "max"):
         raise ConfigError("mode", f"{mode!r} is not min or max; set mode=max or mode=min")
     metric = raw["metric"]
     if not isinstance(metric, str) or not metric:
@@ -98,9 +92,8 @@ def load_settings(cfg: DictConfig) -> Settings:
     num_samples = _integer(raw, "num_samples", minimum=1)
     max_epochs = _integer(raw["trainer"], "max_epochs", minimum=1, prefix="trainer.")
     max_failures = _integer(raw, "max_failures", minimum=0)
-    resources = raw["resources"]
-    cpus = _number(resources, "cpu", prefix="resources.")
-    gpus = _number(resources, "gpu", prefix="resources.")
+    cpus = _number(raw["resources"], "cpu", prefix="resources.")
+    gpus = _number(raw["resources"], "gpu", prefix="resources.")
     if cpus <= 0:
         raise ConfigError("resources.cpu", f"{cpus} must be positive, e.g. resources.cpu=1")
     if gpus < 0:
@@ -168,29 +161,26 @@ def _plain(cfg: DictConfig) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in cfg:
         try:
-            out[str(key)] = (
-                OmegaConf.to_container(cfg[key], resolve=True)
-                if isinstance(cfg[key], DictConfig)
-                else cfg[key]
-            )
+            value = cfg[key]
+            if isinstance(value, DictConfig):
+                value = OmegaConf.to_container(value, resolve=True)
+            out[str(key)] = value
         except Exception as exc:  # omegaconf's MissingMandatoryValue, InterpolationResolutionError
-            raise ConfigError(str(key), _omegaconf_reason(exc)) from None
+            full_key = getattr(exc, "full_key", None)
+            reason = (
+                f"{full_key} is required (???); set it on the command line, e.g. {full_key}=..."
+                if type(exc).__name__ == "MissingMandatoryValue"
+                else str(exc).splitlines()[0]
+            )
+            raise ConfigError(str(key), reason) from None
     return out
 
 
 def _check_required(cfg: DictConfig) -> None:
     """Values left ``???`` by a config group (``data=tabular`` needs a path)."""
-    missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra."))
-    if missing:
-        key = missing[0]
+    key = min((k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra.")), default=None)
+    if key is not None:
         raise ConfigError(key, f"is required (???) and not set; add {key}=<value> to the command")
-
-
-def _omegaconf_reason(exc: Exception) -> str:
-    full_key = getattr(exc, "full_key", None)
-    if type(exc).__name__ == "MissingMandatoryValue":
-        return f"{full_key} is required (???); set it on the command line, e.g. {full_key}=..."
-    return str(exc).splitlines()[0]
 
 
 def _integer(
@@ -242,17 +232,14 @@ def _kind(value: Any) -> str | None:
     return "string" if isinstance(value, str) else None
 
 
-_ABSENT = object()
-
-
 def _cluster(section: dict[str, Any]) -> Cluster:
-    known = {f.name for f in dataclasses.fields(Cluster)}
+    known = {f.name for f in fields(Cluster)}
     return Cluster(**{k: v for k, v in section.items() if k in known and v is not None})
 
 
 def _check_scheduler(section: dict[str, Any], max_epochs: int) -> Scheduler:
     name = section.get("name")
-    if name not in SCHEDULERS:
+    if name not in ("asha", "fifo"):
         raise ConfigError("scheduler", f"unknown scheduler {name!r}; use scheduler=asha or fifo")
     if name != "asha":
         return Scheduler(str(name))
@@ -293,7 +280,7 @@ def _check_searcher(section: dict[str, Any], dims: tuple[Dimension, ...]) -> Sea
 def _check_probe(probe: Any) -> str | None:
     if probe in (None, False, "", "none"):
         return None
-    if probe not in PROBES:
+    if probe != "batch_size":
         raise ConfigError("probe", f"unknown probe {probe!r}; use probe=batch_size")
     return str(probe)
 

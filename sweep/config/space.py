@@ -7,12 +7,11 @@ A spec is nested like the config it samples; each leaf is a mapping with a ``typ
       lr: {type: loguniform, low: 1.0e-4, high: 1.0e-1}
       hidden: {type: choice, values: [64, 128, 256]}
 
-Integer ranges are inclusive at both ends. Any dimension may carry ``role: scientific``
-(a choice or grid whose values are compared fairly: every value is run and the other
-dimensions are tuned separately for each, see ``sweep/stages.py``) or ``role: nuisance``
-(the default: tuned, to be optimised away). ``one_minus_log`` samples ``1 - x``
-log-uniformly for parameters near 1 (momentum, Adam's β2): the searcher sees ``1 - x``,
-the config gets ``x``.
+Integer ranges are inclusive at both ends. Any dimension may carry ``role: scientific`` (a choice or
+grid whose values are compared fairly: every value is run and the other dimensions are tuned
+separately for each, see ``sweep/stages.py``) or ``role: nuisance`` (the default: tuned, to be
+optimised away). ``one_minus_log`` samples ``1 - x`` log-uniformly for parameters near 1 (momentum,
+Adam's β2): the searcher sees ``1 - x``, the config gets ``x``.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -28,25 +27,23 @@ from omegaconf import DictConfig, OmegaConf
 from sweep.config.redact import flatten
 from sweep.errors import ConfigError
 
-# type → (required keys, optional keys, scale the searcher samples in)
-TYPES: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
-    "uniform": (("low", "high"), (), "linear"),
-    "quniform": (("low", "high", "q"), (), "linear"),
-    "loguniform": (("low", "high"), (), "log"),
-    "qloguniform": (("low", "high", "q"), (), "log"),
-    "randint": (("low", "high"), (), "linear"),
-    "qrandint": (("low", "high", "q"), (), "linear"),
-    "lograndint": (("low", "high"), (), "log"),
-    "qlograndint": (("low", "high", "q"), (), "log"),
-    "one_minus_log": (("low", "high"), (), "log"),
-    "choice": (("values",), (), "categorical"),
-    "grid": (("values",), (), "categorical"),
+# type → (required keys, scale the searcher samples in); every type also takes a ``role``.
+TYPES: dict[str, tuple[tuple[str, ...], str]] = {
+    "uniform": (("low", "high"), "linear"),
+    "quniform": (("low", "high", "q"), "linear"),
+    "loguniform": (("low", "high"), "log"),
+    "qloguniform": (("low", "high", "q"), "log"),
+    "randint": (("low", "high"), "linear"),
+    "qrandint": (("low", "high", "q"), "linear"),
+    "lograndint": (("low", "high"), "log"),
+    "qlograndint": (("low", "high", "q"), "log"),
+    "one_minus_log": (("low", "high"), "log"),
+    "choice": (("values",), "categorical"),
+    "grid": (("values",), "categorical"),
 }
-# Keys every dimension accepts besides its type's own.
-COMMON_KEYS = ("role",)
 ROLES = ("nuisance", "scientific")
 INTEGER_TYPES = {"randint", "qrandint", "lograndint", "qlograndint"}
-LOG_TYPES = {name for name, (_, _, scale) in TYPES.items() if scale == "log"}
+_RESOLVER_CALL = re.compile(r"\$\{\s*[\w.]+\s*:")  # ${now:...}, ${hydra:...}: not ${a.b}
 
 
 @dataclass(frozen=True)
@@ -58,12 +55,12 @@ class Dimension:
     low: float | None = None
     high: float | None = None
     q: float | None = None
-    values: tuple[Any, ...] = field(default_factory=tuple)
+    values: tuple[Any, ...] = ()
     role: str = "nuisance"
 
     @property
     def scale(self) -> str:
-        return TYPES[self.type][2]
+        return TYPES[self.type][1]
 
     @property
     def is_numeric(self) -> bool:
@@ -92,15 +89,13 @@ def parse_dimension(path: str, node: Mapping[str, Any]) -> Dimension:
     kind = node["type"]
     if kind not in TYPES:
         raise ConfigError(path, f"unknown type {kind!r}; use one of: {', '.join(TYPES)}")
-    required, optional, _ = TYPES[kind]
-    missing = [k for k in required if node.get(k) is None]
-    if missing:
+    required, scale = TYPES[kind]
+    if missing := [k for k in required if node.get(k) is None]:
         example = "values: [a, b]" if kind in ("choice", "grid") else "low: 0, high: 1"
         raise ConfigError(
             path, f"type {kind} needs {', '.join(missing)}; e.g. {{type: {kind}, {example}}}"
         )
-    extra = sorted(set(node) - {"type", *required, *optional, *COMMON_KEYS})
-    if extra:
+    if extra := sorted(set(node) - {"type", "role", *required}):
         raise ConfigError(
             f"{path}.{extra[0]}",
             f"type {kind} takes {', '.join(required)} (and role), not {extra[0]}; remove it",
@@ -109,7 +104,7 @@ def parse_dimension(path: str, node: Mapping[str, Any]) -> Dimension:
     role = _role(path, kind, node.get("role"))
     if kind in ("choice", "grid"):
         values = node["values"]
-        if isinstance(values, str) or not isinstance(values, (list, tuple)):
+        if not isinstance(values, (list, tuple)):
             raise ConfigError(f"{path}.values", f"expected a list, got {values!r}")
         if not values:
             raise ConfigError(f"{path}.values", "is empty; list at least one value")
@@ -118,7 +113,7 @@ def parse_dimension(path: str, node: Mapping[str, Any]) -> Dimension:
     q = _number(path, "q", node["q"]) if "q" in required else None
     if low >= high:
         raise ConfigError(path, f"low ({low}) must be below high ({high})")
-    if kind in LOG_TYPES and kind != "one_minus_log" and low <= 0:
+    if scale == "log" and kind != "one_minus_log" and low <= 0:
         raise ConfigError(f"{path}.low", f"{low} is not positive; a log scale needs low > 0")
     if kind == "one_minus_log" and not (0 < low < high < 1):
         raise ConfigError(path, f"one_minus_log needs 0 < low < high < 1, got [{low}, {high}]")
@@ -159,18 +154,13 @@ def to_value(dim: Dimension, sampled: Any) -> Any:
     return 1.0 - float(sampled) if dim.type == "one_minus_log" else sampled
 
 
-def to_sampled(dim: Dimension, value: Any) -> Any:
-    """Inverse of :func:`to_value`: the point in the space the searcher sees."""
-    return to_value(dim, value)  # 1 - x is its own inverse
-
-
 def fixed_points(dims: list[Dimension], points: Any) -> list[dict[str, Any]]:
     """``searcher.points`` (a list of configs nested like the search space, e.g.
     ``{model: {lr: 0.01, hidden: 64}}``) → points as the searcher sees them, tried first.
     Raises ConfigError on a key that is not a dimension of the space."""
     if points is None:
         return []
-    if isinstance(points, (str, Mapping)) or not isinstance(points, (list, tuple)):
+    if not isinstance(points, (list, tuple)):
         raise ConfigError("searcher.points", f"expected a list of points, got {points!r}")
     by_key = {dim.key: dim for dim in dims}
     out = []
@@ -178,22 +168,19 @@ def fixed_points(dims: list[Dimension], points: Any) -> list[dict[str, Any]]:
         flat = flatten(point) if isinstance(point, Mapping) else None
         if not flat:
             raise ConfigError(f"searcher.points[{i}]", f"expected a mapping, got {point!r}")
-        unknown = sorted(set(flat) - set(by_key))
-        if unknown:
+        if unknown := sorted(set(flat) - set(by_key)):
             raise ConfigError(
                 f"searcher.points[{i}]",
                 f"{unknown[0]} is not in the search space; tuned keys: {', '.join(by_key)}",
             )
-        out.append({key: to_sampled(by_key[key], value) for key, value in flat.items()})
+        # to_value's inverse, as the searcher sees the point: 1 - x is its own inverse
+        out.append({key: to_value(by_key[key], value) for key, value in flat.items()})
     return out
 
 
 def config_values(dims: list[Dimension], sampled: Mapping[str, Any]) -> dict[str, Any]:
     """Sampled point (as Tune gives it) → {dotted config key: value}."""
     return {dim.key: to_value(dim, sampled[dim.key]) for dim in dims if dim.key in sampled}
-
-
-_RESOLVER_CALL = re.compile(r"\$\{\s*[\w.]+\s*:")
 
 
 def portable_config(cfg: DictConfig) -> dict[str, Any]:
@@ -230,17 +217,7 @@ def to_scale(dim: Dimension, value: float) -> float:
     """The coordinate the searcher samples uniformly; increasing in ``value``."""
     if dim.type == "one_minus_log":
         return -math.log10(1.0 - float(value))
-    if dim.scale == "log":
-        return math.log10(float(value))
-    return float(value)
-
-
-def from_scale(dim: Dimension, coordinate: float) -> float:
-    if dim.type == "one_minus_log":
-        return 1.0 - 10.0 ** (-coordinate)
-    if dim.scale == "log":
-        return 10.0**coordinate
-    return coordinate
+    return math.log10(float(value)) if dim.scale == "log" else float(value)
 
 
 def bounds(dim: Dimension) -> tuple[float, float]:
@@ -257,4 +234,7 @@ def position(dim: Dimension, value: float) -> float:
 def at_position(dim: Dimension, u: float) -> float:
     """Inverse of :func:`position`."""
     low, high = bounds(dim)
-    return from_scale(dim, low + u * (high - low))
+    coordinate = low + u * (high - low)
+    if dim.type == "one_minus_log":
+        return 1.0 - 10.0 ** (-coordinate)
+    return 10.0**coordinate if dim.scale == "log" else coordinate
