@@ -9,6 +9,8 @@ trial fits on some node.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import socket
 import subprocess
@@ -43,22 +45,22 @@ def start_ray(settings: Settings) -> Reaper | None:
     # silent; the legacy reporter honours verbose=0. verbose=2 brings Ray's table back.
     os.environ["RAY_AIR_NEW_OUTPUT"] = "1" if settings.verbose >= 2 else "0"
     cluster = settings.cluster
-    address = cluster.address
-    kwargs: dict[str, Any] = {
-        "include_dashboard": False,
-        "log_to_driver": settings.verbose >= 1,
-        "logging_level": "WARNING" if settings.verbose >= 1 else "ERROR",
-        "runtime_env": {"env_vars": trial_env()},
-    }
-    if address == LOCAL:
-        kwargs.update(num_cpus=cluster.num_cpus, num_gpus=cluster.num_gpus)
-    else:  # reached and checked before (sweep/preflight.py)
+    local = cluster.address == LOCAL
+    if not local:  # reached and checked before (sweep/preflight.py)
         storage = shared_storage(cluster.storage_path)
     try:
-        ray.init(address=address, **kwargs)
+        ray.init(
+            address=cluster.address,
+            num_cpus=cluster.num_cpus if local else None,  # None: Ray's default, or the cluster's
+            num_gpus=cluster.num_gpus if local else None,
+            include_dashboard=False,
+            log_to_driver=settings.verbose >= 1,
+            logging_level=logging.WARNING if settings.verbose >= 1 else logging.ERROR,
+            runtime_env={"env_vars": trial_env()},
+        )
     except (ConnectionError, RuntimeError) as exc:
         raise ConfigError(
-            "cluster.address", f"cannot connect to Ray at {address!r}: {exc}"
+            "cluster.address", f"cannot connect to Ray at {cluster.address!r}: {exc}"
         ) from None
     if settings.verbose < 1:
         # The raylet's own paragraphs ("A worker died or was killed ..."), printed by a
@@ -66,11 +68,11 @@ def start_ray(settings: Settings) -> Reaper | None:
         # print one line per failure, with the cause.
         ray_worker.print_to_stdstream = lambda data, ignore_prefix: None
     reaper = None
-    if address == LOCAL:
+    if local:
         reaper = Reaper()
         reaper.watch()
     try:
-        if address != LOCAL:
+        if not local:
             check_storage_shared(storage)
         check_resources(settings, [node["Resources"] for node in alive_nodes()])
     except ConfigError:
@@ -107,21 +109,18 @@ def reach_head(address: str) -> str:
             f"{address!r}: {str(exc).splitlines()[0]} Give head_ip:6379 instead",
         ) from None
     host, _, port = resolved.rpartition(":")
+    shown = address if address == resolved else f"{address} ({resolved})"
     try:
         socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except (OSError, ValueError) as exc:
         raise ConfigError(
             "cluster.address",
-            f"no Ray head answers at {_shown(address, resolved)} ({exc}); start it with "
+            f"no Ray head answers at {shown} ({exc}); start it with "
             "`ray start --head --port=6379` (or `ray up cluster.yaml`) and check the address",
         ) from None
     use_token_auth()
-    probe_gcs(resolved, _shown(address, resolved))
+    probe_gcs(resolved, shown)
     return resolved
-
-
-def _shown(typed: str, resolved: str) -> str:
-    return typed if typed == resolved else f"{typed} ({resolved})"
 
 
 def use_token_auth() -> None:
@@ -162,7 +161,6 @@ def probe_gcs(resolved: str, address: str) -> None:
             capture_output=True,
             text=True,
             timeout=GCS_PROBE_TIMEOUT_S,
-            env=os.environ.copy(),
         )
     except subprocess.TimeoutExpired:
         raise ConfigError(
@@ -213,7 +211,10 @@ def check_storage_shared(storage: str) -> None:
     token = uuid.uuid4().hex
     marker = f"{storage.rstrip('/')}/.sweep-check-{token}"
     try:
-        write_marker(marker, token)
+        fs, path = pyarrow.fs.FileSystem.from_uri(marker)  # what Ray Tune itself uses
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with fs.open_output_stream(path) as out:
+            out.write(token.encode())
     except OSError as exc:
         raise ConfigError(
             "cluster.storage_path", f"cannot write to {storage}: {exc}; check the path"
@@ -236,7 +237,8 @@ def check_storage_shared(storage: str) -> None:
                 f"read {storage}; is the cluster healthy (`ray status`)?",
             ) from None
     finally:
-        remove_marker(marker)
+        with contextlib.suppress(Exception):  # best effort: a leftover marker is a few bytes
+            fs.delete_file(path)
     blind = [node for node, text in zip(nodes, seen, strict=True) if text != token]
     if blind:
         names = ", ".join(f"{n['NodeManagerAddress']} ({n['NodeID'][:8]})" for n in blind)
@@ -248,34 +250,14 @@ def check_storage_shared(storage: str) -> None:
         )
 
 
-def _filesystem(uri: str) -> tuple[Any, str]:
-    """pyarrow's filesystem for a local path or a URI (what Ray Tune itself uses)."""
-    return pyarrow.fs.FileSystem.from_uri(uri)  # type: ignore[no-any-return]
-
-
-def write_marker(uri: str, text: str) -> None:
-    fs, path = _filesystem(uri)
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(path) as out:
-        out.write(text.encode())
-
-
 def read_marker(uri: str) -> str:
     """Runs as a Ray task on one node: the marker's text, or why it could not be read."""
     try:
-        fs, path = _filesystem(uri)
+        fs, path = pyarrow.fs.FileSystem.from_uri(uri)
         with fs.open_input_stream(path) as stream:
             return bytes(stream.read()).decode()
     except Exception as exc:  # any failure means "this node cannot see it"
         return f"{type(exc).__name__}: {exc}"
-
-
-def remove_marker(uri: str) -> None:
-    try:
-        fs, path = _filesystem(uri)
-        fs.delete_file(path)
-    except Exception:  # best effort: a leftover marker is a few bytes
-        pass
 
 
 # ---- resources -----------------------------------------------------------------------------
