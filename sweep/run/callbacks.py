@@ -48,17 +48,6 @@ class DriverCallback(tune.Callback):
         return (Detached, ())
 
 
-def run_name(
-    trial_id: str,
-    values: dict[str, Any],
-    experiment_tag: str = "",
-    dims: list[Dimension] | None = None,
-) -> str:
-    """``trial 003  lr=2.2e-3 hidden=128 dropout=0.37``: sortable, and says what was tried."""
-    number = trial_number(trial_id, experiment_tag)
-    return f"trial {number:03d}  {describe_point(values, dims or [])}".strip()
-
-
 class MlflowTrialLogger(DriverCallback):
     """Opens, fills and closes one child run per trial, through the tracker's writer."""
 
@@ -81,11 +70,10 @@ class MlflowTrialLogger(DriverCallback):
     def on_trial_start(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
-        values = config_values(self.dims, trial.config)
-        trial_id, name = (
-            trial.trial_id,
-            run_name(trial.trial_id, values, trial.experiment_tag, self.dims),
-        )
+        trial_id, values = trial.trial_id, config_values(self.dims, trial.config)
+        number = trial_number(trial_id, trial.experiment_tag)
+        # ``trial 003  lr=2.2e-3 hidden=128 dropout=0.37``: sortable, and says what was tried.
+        name = f"trial {number:03d}  {describe_point(values, self.dims)}".strip()
         self.tracker.writer.submit(lambda: self.tracker.open_child(trial_id, name, values))
 
     def on_trial_result(
@@ -125,13 +113,8 @@ class MlflowTrialLogger(DriverCallback):
             return
         trial_id, retries = trial.trial_id, trial.num_failures
         error = _last_line(trial.error_file)
-        number = trial_number(trial_id, trial.experiment_tag)
         start = "from its last checkpoint" if trial.checkpoint else "from the start"
-        print(
-            f"\ntrial {number} failed ({_short(error)}); retry {retries} {start}",
-            file=sys.stderr,
-            flush=True,
-        )
+        _print_failure(trial, error, f"retry {retries} {start}")
 
         def write() -> None:
             run_id = self.tracker.child_run(trial_id)
@@ -140,13 +123,7 @@ class MlflowTrialLogger(DriverCallback):
 
         self.tracker.writer.submit(write)
 
-    def setup(
-        self,
-        stop: Any = None,
-        num_samples: int | None = None,
-        total_num_samples: int | None = None,
-        **info: Any,
-    ) -> None:
+    def setup(self, *args: Any, **info: Any) -> None:
         self.signals.hand_to_tune()  # Tune has just installed its SIGINT handler
 
     def on_trial_complete(
@@ -154,23 +131,16 @@ class MlflowTrialLogger(DriverCallback):
     ) -> None:
         if self.signals.received:  # Tune stops the running trials on its way out
             self._close(trial, KILLED)
-            return
-        self._close(trial, end_reason("TERMINATED", trial.last_result, self.max_epochs))
+        else:
+            self._close(trial, end_reason("TERMINATED", trial.last_result, self.max_epochs))
 
     def on_trial_error(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
-        if self._setup_failed(trial):
-            self._close(trial, ERROR, error_file=trial.error_file)
-            return
-        error = _short(_last_line(trial.error_file))
-        print(
-            f"\ntrial {trial_number(trial.trial_id, trial.experiment_tag)} failed ({error}); "
-            "no retries left, the sweep goes on",
-            file=sys.stderr,
-            flush=True,
-        )
-        self._close(trial, "error", error_file=trial.error_file)
+        if not self._setup_failed(trial):
+            error = _last_line(trial.error_file)
+            _print_failure(trial, error, "no retries left, the sweep goes on")
+        self._close(trial, ERROR, error_file=trial.error_file)
 
     def _setup_failed(self, trial: Trial) -> bool:
         """The trial failed building its model or data, before its first report: the
@@ -203,10 +173,10 @@ class MlflowTrialLogger(DriverCallback):
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         """Trials still pending or running here were interrupted (Ctrl-C, SIGTERM): their
         runs are closed as KILLED; a resume reopens them."""
-        self.unfinished = [t.trial_id for t in trials if t.status not in ("TERMINATED", "ERROR")]
-        for trial in trials:
-            if trial.trial_id in self.unfinished:
-                self._close(trial, KILLED)
+        cut = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
+        self.unfinished = [t.trial_id for t in cut]
+        for trial in cut:
+            self._close(trial, KILLED)
 
 
 def _error_summary(error: str) -> str:
@@ -231,6 +201,8 @@ def _last_line(error_file: str | None) -> str:
     return _error_summary(text) if text else ""
 
 
-def _short(text: str, limit: int = 120) -> str:
+def _print_failure(trial: Trial, error: str, then: str, limit: int = 120) -> None:
     """One terminal line; the whole message is in the run's tags and error.txt."""
-    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+    short = error if len(error) <= limit else error[: limit - 3].rstrip() + "..."
+    number = trial_number(trial.trial_id, trial.experiment_tag)
+    print(f"\ntrial {number} failed ({short}); {then}", file=sys.stderr, flush=True)
