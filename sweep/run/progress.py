@@ -84,27 +84,25 @@ class ProgressLine(DriverCallback):
 
     @classmethod
     def for_sweep(cls, settings: Settings, total: int) -> ProgressLine:
+        args = (total, settings.metric, settings.mode, settings.max_epochs)
         scheduler = settings.scheduler
-        if scheduler.name == "asha":
-            factor = scheduler.reduction_factor
-            rungs = asha_rungs(scheduler.grace_period, factor, settings.max_epochs)
-            return cls(
-                total,
-                settings.metric,
-                settings.mode,
-                settings.max_epochs,
-                rungs=rungs,
-                survival=1.0 / factor,
-            )
-        return cls(total, settings.metric, settings.mode, settings.max_epochs)
+        if scheduler.name != "asha":
+            return cls(*args)
+        factor = scheduler.reduction_factor
+        rungs = asha_rungs(scheduler.grace_period, factor, settings.max_epochs)
+        return cls(*args, rungs=rungs, survival=1.0 / factor)
 
     # ---- Tune hooks -----------------------------------------------------------------
     def on_step_begin(self, iteration: int, trials: list[Trial], **info: Any) -> None:
-        if not self._seeded:  # a resumed sweep: count the trials that ended before
-            self._seeded = True
-            for trial in trials:
-                if trial.status in (Trial.TERMINATED, Trial.ERROR):
-                    self._seed(trial)
+        if self._seeded:
+            return
+        self._seeded = True  # a resumed sweep: count the trials that ended before
+        for trial in trials:
+            if trial.status in (Trial.TERMINATED, Trial.ERROR):
+                reason = end_reason(trial.status, trial.last_result, self.max_epochs)
+                self.ended[trial.trial_id] = reason
+                stats = trial.metric_analysis.get(self.metric, {})
+                self._consider(stats.get("max" if self.sign > 0 else "min"), trial)
 
     def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
         self.show()  # keeps the clock ticking between events
@@ -140,12 +138,6 @@ class ProgressLine(DriverCallback):
         if self.interactive:
             self.stream.write("\n")
             self.stream.flush()
-
-    def _seed(self, trial: Trial) -> None:
-        status = "ERROR" if trial.status == Trial.ERROR else "TERMINATED"
-        self.ended[trial.trial_id] = end_reason(status, trial.last_result, self.max_epochs)
-        best = trial.metric_analysis.get(self.metric, {}).get("max" if self.sign > 0 else "min")
-        self._consider(best, trial)
 
     def _consider(self, value: Any, trial: Trial) -> None:
         if not isinstance(value, (int, float)) or not math.isfinite(value):
