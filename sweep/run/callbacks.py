@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from ray import tune
 from ray.tune.experiment import Trial
@@ -31,6 +31,7 @@ from sweep.text import describe_point
 from sweep.track import tags
 from sweep.track.tracker import Tracker
 
+Trials: TypeAlias = list[Trial]  # every trial of the experiment, as Tune's hooks get them
 SETUP_ERROR = re.compile(r"SetupError: (model|data): (.*)")
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -67,9 +68,7 @@ class MlflowTrialLogger(DriverCallback):
         self.unfinished: list[str] = []
         self._logged_step: dict[str, int] = {}  # trial id → last step in MLflow (writer thread)
 
-    def on_trial_start(
-        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
-    ) -> None:
+    def on_trial_start(self, iteration: int, trials: Trials, trial: Trial, **info: Any) -> None:
         trial_id, values = trial.trial_id, config_values(self.dims, trial.config)
         number = trial_number(trial_id, trial.experiment_tag)
         # ``trial 003  lr=2.2e-3 hidden=128 dropout=0.37``: sortable, and says what was tried.
@@ -77,7 +76,7 @@ class MlflowTrialLogger(DriverCallback):
         self.tracker.writer.submit(lambda: self.tracker.open_child(trial_id, name, values))
 
     def on_trial_result(
-        self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any
+        self, iteration: int, trials: Trials, trial: Trial, result: dict, **info: Any
     ) -> None:
         metrics = user_metrics(result)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
@@ -104,9 +103,7 @@ class MlflowTrialLogger(DriverCallback):
 
         self.tracker.writer.submit(write)
 
-    def on_trial_recover(
-        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
-    ) -> None:
+    def on_trial_recover(self, iteration: int, trials: Trials, trial: Trial, **info: Any) -> None:
         """A failed trial about to be retried, from its last checkpoint or from the start:
         same run, noted. One that could not build its model or data stops the sweep."""
         if self._setup_failed(trial):
@@ -126,17 +123,13 @@ class MlflowTrialLogger(DriverCallback):
     def setup(self, *args: Any, **info: Any) -> None:
         self.signals.hand_to_tune()  # Tune has just installed its SIGINT handler
 
-    def on_trial_complete(
-        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
-    ) -> None:
+    def on_trial_complete(self, iteration: int, trials: Trials, trial: Trial, **info: Any) -> None:
         if self.signals.received:  # Tune stops the running trials on its way out
             self._close(trial, KILLED)
         else:
             self._close(trial, end_reason("TERMINATED", trial.last_result, self.max_epochs))
 
-    def on_trial_error(
-        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
-    ) -> None:
+    def on_trial_error(self, iteration: int, trials: Trials, trial: Trial, **info: Any) -> None:
         if not self._setup_failed(trial):
             error = _last_line(trial.error_file)
             _print_failure(trial, error, "no retries left, the sweep goes on")
@@ -170,7 +163,7 @@ class MlflowTrialLogger(DriverCallback):
         self.tracker.writer.flush()
         return None
 
-    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+    def on_experiment_end(self, trials: Trials, **info: Any) -> None:
         """Trials still pending or running here were interrupted (Ctrl-C, SIGTERM): their
         runs are closed as KILLED; a resume reopens them."""
         cut = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]

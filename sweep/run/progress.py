@@ -22,7 +22,7 @@ from typing import Any, TextIO
 from ray.tune.experiment import Trial
 
 from sweep.config.settings import Settings
-from sweep.run.callbacks import DriverCallback
+from sweep.run.callbacks import DriverCallback, Trials
 from sweep.run.outcome import DIVERGED, ERROR, STOPPED_EARLY, end_reason, trial_number
 from sweep.text import duration, format_value
 
@@ -93,7 +93,7 @@ class ProgressLine(DriverCallback):
         return cls(*args, rungs=rungs, survival=1.0 / factor)
 
     # ---- Tune hooks -----------------------------------------------------------------
-    def on_step_begin(self, iteration: int, trials: list[Trial], **info: Any) -> None:
+    def on_step_begin(self, iteration: int, trials: Trials, **info: Any) -> None:
         if self._seeded:
             return
         self._seeded = True  # a resumed sweep: count the trials that ended before
@@ -104,36 +104,30 @@ class ProgressLine(DriverCallback):
                 stats = trial.metric_analysis.get(self.metric, {})
                 self._consider(stats.get("max" if self.sign > 0 else "min"), trial)
 
-    def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
+    def on_step_end(self, iteration: int, trials: Trials, **info: Any) -> None:
         self.show()  # keeps the clock ticking between events
 
-    def on_trial_start(
-        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
-    ) -> None:
+    def on_trial_start(self, iteration: int, trials: Trials, trial: Trial, **info: Any) -> None:
         if self.first_trial_at is None:
             self.first_trial_at = time.monotonic()
         self.running.add(trial.trial_id)
         self.show(force=True)
 
     def on_trial_result(
-        self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any
+        self, iteration: int, trials: Trials, trial: Trial, result: dict, **info: Any
     ) -> None:
         self.epochs_seen += 1
         self.epochs[trial.trial_id] = int(result.get("training_iteration", 0))
         self._consider(result.get(self.metric), trial)
         self.show()
 
-    def on_trial_complete(
-        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
-    ) -> None:
+    def on_trial_complete(self, iteration: int, trials: Trials, trial: Trial, **info: Any) -> None:
         self._end(trial, end_reason("TERMINATED", trial.last_result, self.max_epochs))
 
-    def on_trial_error(
-        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
-    ) -> None:
+    def on_trial_error(self, iteration: int, trials: Trials, trial: Trial, **info: Any) -> None:
         self._end(trial, ERROR)
 
-    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+    def on_experiment_end(self, trials: Trials, **info: Any) -> None:
         self.show(force=True)
         if self.interactive:
             self.stream.write("\n")
