@@ -109,9 +109,8 @@ class MlflowTrialLogger(DriverCallback):
         if self._setup_failed(trial):
             return
         trial_id, retries = trial.trial_id, trial.num_failures
-        error = _last_line(trial.error_file)
         start = "from its last checkpoint" if trial.checkpoint else "from the start"
-        _print_failure(trial, error, f"retry {retries} {start}")
+        error = _print_failure(trial, f"retry {retries} {start}")
 
         def write() -> None:
             run_id = self.tracker.child_run(trial_id)
@@ -131,8 +130,7 @@ class MlflowTrialLogger(DriverCallback):
 
     def on_trial_error(self, iteration: int, trials: Trials, trial: Trial, **info: Any) -> None:
         if not self._setup_failed(trial):
-            error = _last_line(trial.error_file)
-            _print_failure(trial, error, "no retries left, the sweep goes on")
+            _print_failure(trial, "no retries left, the sweep goes on")
         self._close(trial, ERROR, error_file=trial.error_file)
 
     def _setup_failed(self, trial: Trial) -> bool:
@@ -189,13 +187,12 @@ def _read(error_file: str | None) -> str:
     return ANSI.sub("", Path(error_file).read_text())
 
 
-def _last_line(error_file: str | None) -> str:
-    text = _read(error_file)
-    return _error_summary(text) if text else ""
-
-
-def _print_failure(trial: Trial, error: str, then: str, limit: int = 120) -> None:
-    """One terminal line; the whole message is in the run's tags and error.txt."""
+def _print_failure(trial: Trial, then: str, limit: int = 120) -> str:
+    """One terminal line on what went wrong (returned; the whole message is in the run's
+    tags and error.txt)."""
+    text = _read(trial.error_file)
+    error = _error_summary(text) if text else ""
     short = error if len(error) <= limit else error[: limit - 3].rstrip() + "..."
     number = trial_number(trial.trial_id, trial.experiment_tag)
     print(f"\ntrial {number} failed ({short}); {then}", file=sys.stderr, flush=True)
+    return error
