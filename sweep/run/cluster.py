@@ -59,9 +59,7 @@ def start_ray(settings: Settings) -> Reaper | None:
             runtime_env={"env_vars": trial_env()},
         )
     except (ConnectionError, RuntimeError) as exc:
-        raise ConfigError(
-            "cluster.address", f"cannot connect to Ray at {cluster.address!r}: {exc}"
-        ) from None
+        raise _bad_address(f"cannot connect to Ray at {cluster.address!r}: {exc}") from None
     if settings.verbose < 1:
         # The raylet's own paragraphs ("A worker died or was killed ..."), printed by a
         # thread of ray.init's whatever log_to_driver says: the trial callbacks already
@@ -88,6 +86,10 @@ def trial_env() -> dict[str, str]:
     return {"RAY_CHDIR_TO_TRIAL_DIR": "0", "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
 
 
+def _bad_address(message: str) -> ConfigError:
+    return ConfigError("cluster.address", message)
+
+
 # ---- joining a running cluster -----------------------------------------------------------
 def reach_head(address: str) -> str:
     """``auto`` or ``host:port`` → a head that answers and accepts our token, as host:port.
@@ -96,16 +98,14 @@ def reach_head(address: str) -> str:
     rejected token only as "Failed to connect": both are checked here first, quickly.
     """
     if address.startswith("ray://"):
-        raise ConfigError(
-            "cluster.address",
+        raise _bad_address(
             f"{address!r} is a Ray Client address; give the head's GCS address "
             "(head_ip:6379), or run the sweep on the cluster with `ray job submit`",
         )
     try:
         resolved = services.canonicalize_bootstrap_address_or_die(address)
     except (ConnectionError, ValueError) as exc:
-        raise ConfigError(
-            "cluster.address",
+        raise _bad_address(
             f"{address!r}: {str(exc).splitlines()[0]} Give head_ip:6379 instead",
         ) from None
     host, _, port = resolved.rpartition(":")
@@ -113,8 +113,7 @@ def reach_head(address: str) -> str:
     try:
         socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except (OSError, ValueError) as exc:
-        raise ConfigError(
-            "cluster.address",
+        raise _bad_address(
             f"no Ray head answers at {shown} ({exc}); start it with "
             "`ray start --head --port=6379` (or `ray up cluster.yaml`) and check the address",
         ) from None
@@ -163,21 +162,18 @@ def probe_gcs(resolved: str, address: str) -> None:
             timeout=GCS_PROBE_TIMEOUT_S,
         )
     except subprocess.TimeoutExpired:
-        raise ConfigError(
-            "cluster.address",
+        raise _bad_address(
             f"{address} accepts connections but its Ray GCS did not answer within "
             f"{GCS_PROBE_TIMEOUT_S:g}s; is it a Ray head (port 6379 by default)?",
         ) from None
     reason = (probe.stdout.strip().splitlines() or [""])[-1]
     if probe.returncode == 3:
-        raise ConfigError(
-            "cluster.address",
+        raise _bad_address(
             f"the Ray cluster at {address} rejected this machine's auth token ({reason}); "
             "copy the head's ~/.ray/auth_token here or set RAY_AUTH_TOKEN to it",
         )
     if probe.returncode != 0:
-        raise ConfigError(
-            "cluster.address",
+        raise _bad_address(
             f"{address} is not a Ray head that answers ({reason or probe.stderr.strip()[-200:]}); "
             "check the address and port (6379 by default)",
         )
@@ -222,20 +218,15 @@ def check_storage_shared(storage: str) -> None:
     try:
         nodes = alive_nodes()
         read = ray.remote(num_cpus=0, max_retries=0)(read_marker)
-        refs = [
-            read.options(
-                scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
-            ).remote(marker)
-            for node in nodes
-        ]
-        try:
-            seen = ray.get(refs, timeout=STORAGE_CHECK_TIMEOUT_S)
-        except ray.exceptions.GetTimeoutError:
-            raise ConfigError(
-                "cluster.storage_path",
-                f"nodes did not report within {STORAGE_CHECK_TIMEOUT_S:g}s whether they can "
-                f"read {storage}; is the cluster healthy (`ray status`)?",
-            ) from None
+        pins = [NodeAffinitySchedulingStrategy(node["NodeID"], soft=False) for node in nodes]
+        refs = [read.options(scheduling_strategy=pin).remote(marker) for pin in pins]
+        seen = ray.get(refs, timeout=STORAGE_CHECK_TIMEOUT_S)
+    except ray.exceptions.GetTimeoutError:
+        raise ConfigError(
+            "cluster.storage_path",
+            f"nodes did not report within {STORAGE_CHECK_TIMEOUT_S:g}s whether they can "
+            f"read {storage}; is the cluster healthy (`ray status`)?",
+        ) from None
     finally:
         with contextlib.suppress(Exception):  # best effort: a leftover marker is a few bytes
             fs.delete_file(path)
