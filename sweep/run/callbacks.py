@@ -16,16 +16,7 @@ from ray import tune
 from ray.tune.experiment import Trial
 
 from sweep.config.space import Dimension, config_values
-from sweep.run.outcome import (
-    ERROR,
-    KILLED,
-    NODE_ID_KEY,
-    TrialStopper,
-    end_reason,
-    mlflow_status,
-    trial_number,
-    user_metrics,
-)
+from sweep.run import outcome
 from sweep.run.signals import StopSignals
 from sweep.text import describe_point
 from sweep.track import tags
@@ -58,7 +49,7 @@ class MlflowTrialLogger(DriverCallback):
         dims: tuple[Dimension, ...],
         max_epochs: int,
         signals: StopSignals,
-        stopper: TrialStopper,
+        stopper: outcome.TrialStopper,
     ) -> None:
         self.tracker = tracker
         self.signals = signals
@@ -70,7 +61,7 @@ class MlflowTrialLogger(DriverCallback):
 
     def on_trial_start(self, iteration: int, trials: Trials, trial: Trial, **info: Any) -> None:
         trial_id, values = trial.trial_id, config_values(self.dims, trial.config)
-        number = trial_number(trial_id, trial.experiment_tag)
+        number = outcome.trial_number(trial_id, trial.experiment_tag)
         # ``trial 003  lr=2.2e-3 hidden=128 dropout=0.37``: sortable, and says what was tried.
         name = f"trial {number:03d}  {describe_point(values, self.dims)}".strip()
         self.tracker.writer.submit(lambda: self.tracker.open_child(trial_id, name, values))
@@ -78,10 +69,10 @@ class MlflowTrialLogger(DriverCallback):
     def on_trial_result(
         self, iteration: int, trials: Trials, trial: Trial, result: dict, **info: Any
     ) -> None:
-        metrics = user_metrics(result)
+        metrics = outcome.user_metrics(result)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         trial_id, host = trial.trial_id, result.get("hostname", "")
-        node_id = result.get(NODE_ID_KEY, "")
+        node_id = result.get(outcome.NODE_ID_KEY, "")
         first = step == 1 or result.get("iterations_since_restore") == 1
 
         def write() -> None:
@@ -124,14 +115,14 @@ class MlflowTrialLogger(DriverCallback):
 
     def on_trial_complete(self, iteration: int, trials: Trials, trial: Trial, **info: Any) -> None:
         if self.signals.received:  # Tune stops the running trials on its way out
-            self._close(trial, KILLED)
+            self._close(trial, outcome.KILLED)
         else:
-            self._close(trial, end_reason("TERMINATED", trial.last_result, self.max_epochs))
+            self._close(trial, outcome.end_reason("TERMINATED", trial.last_result, self.max_epochs))
 
     def on_trial_error(self, iteration: int, trials: Trials, trial: Trial, **info: Any) -> None:
         if not self._setup_failed(trial):
             _print_failure(trial, "no retries left, the sweep goes on")
-        self._close(trial, ERROR, error_file=trial.error_file)
+        self._close(trial, outcome.ERROR, error_file=trial.error_file)
 
     def _setup_failed(self, trial: Trial) -> bool:
         """The trial failed building its model or data, before its first report: the
@@ -151,7 +142,7 @@ class MlflowTrialLogger(DriverCallback):
             ending: dict[str, Any] = {tags.END_REASON: reason}
             if error:
                 ending[tags.ERROR] = _error_summary(error)
-            self.tracker.close_child(trial_id, mlflow_status(reason), ending, error=error)
+            self.tracker.close_child(trial_id, outcome.mlflow_status(reason), ending, error=error)
 
         self.tracker.writer.submit(write)
 
@@ -167,7 +158,7 @@ class MlflowTrialLogger(DriverCallback):
         cut = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
         self.unfinished = [t.trial_id for t in cut]
         for trial in cut:
-            self._close(trial, KILLED)
+            self._close(trial, outcome.KILLED)
 
 
 def _error_summary(error: str) -> str:
@@ -193,6 +184,6 @@ def _print_failure(trial: Trial, then: str, limit: int = 120) -> str:
     text = _read(trial.error_file)
     error = _error_summary(text) if text else ""
     short = error if len(error) <= limit else error[: limit - 3].rstrip() + "..."
-    number = trial_number(trial.trial_id, trial.experiment_tag)
+    number = outcome.trial_number(trial.trial_id, trial.experiment_tag)
     print(f"\ntrial {number} failed ({short}); {then}", file=sys.stderr, flush=True)
     return error

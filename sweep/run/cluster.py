@@ -65,9 +65,8 @@ def start_ray(settings: Settings) -> Reaper | None:
         # thread of ray.init's whatever log_to_driver says: the trial callbacks already
         # print one line per failure, with the cause.
         ray_worker.print_to_stdstream = lambda data, ignore_prefix: None
-    reaper = None
-    if local:
-        reaper = Reaper()
+    reaper = Reaper() if local else None
+    if reaper:
         reaper.watch()
     try:
         if not local:

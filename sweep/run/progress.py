@@ -153,9 +153,8 @@ class ProgressLine(DriverCallback):
         pending = max(self.total - len(self.ended) - len(self.running), 0)
         left = pending * expected_epochs_left(0, self.max_epochs, self.rungs, self.survival)
         for trial_id in self.running:
-            left += expected_epochs_left(
-                self.epochs.get(trial_id, 0), self.max_epochs, self.rungs, self.survival
-            )
+            done = self.epochs.get(trial_id, 0)
+            left += expected_epochs_left(done, self.max_epochs, self.rungs, self.survival)
         return left / rate
 
     # ---- rendering ------------------------------------------------------------------
@@ -183,8 +182,9 @@ class ProgressLine(DriverCallback):
     def show(self, force: bool = False) -> None:
         now = time.monotonic()
         line = self.line()
+        due = force or now - self._last_print >= self.min_interval_s
         if self.interactive:
-            if force or now - self._last_print >= self.min_interval_s:
+            if due:
                 width = shutil.get_terminal_size((120, 24)).columns - 1
                 self.stream.write("\r\033[K" + line[:width])
                 self.stream.flush()
@@ -193,8 +193,7 @@ class ProgressLine(DriverCallback):
         # Not a terminal: a new line when a trial ends or the best changes, or once a
         # minute, so logs stay short but show the sweep is alive.
         key = f"{sorted(self.ended.items())} {self.best}"
-        changed = key != self._last_key and (force or now - self._last_print >= self.min_interval_s)
-        if changed or now - self._last_print >= HEARTBEAT_S:
+        if (due and key != self._last_key) or now - self._last_print >= HEARTBEAT_S:
             print(line, file=self.stream, flush=True)
             self._last_key = key
             self._last_print = now
