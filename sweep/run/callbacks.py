@@ -10,27 +10,19 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from ray import tune
 from ray.tune.experiment import Trial
 
 from sweep.config.space import Dimension, config_values
-from sweep.run.outcome import (
-    ERROR,
-    KILLED,
-    NODE_ID_KEY,
-    TrialStopper,
-    end_reason,
-    mlflow_status,
-    trial_number,
-    user_metrics,
-)
+from sweep.run import outcome
 from sweep.run.signals import StopSignals
 from sweep.text import describe_point
 from sweep.track import tags
 from sweep.track.tracker import Tracker
 
+Trials: TypeAlias = list[Trial]  # every trial of the experiment, as Tune's hooks get them
 SETUP_ERROR = re.compile(r"SetupError: (model|data): (.*)")
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -48,17 +40,6 @@ class DriverCallback(tune.Callback):
         return (Detached, ())
 
 
-def run_name(
-    trial_id: str,
-    values: dict[str, Any],
-    experiment_tag: str = "",
-    dims: list[Dimension] | None = None,
-) -> str:
-    """``trial 003  lr=2.2e-3 hidden=128 dropout=0.37``: sortable, and says what was tried."""
-    number = trial_number(trial_id, experiment_tag)
-    return f"trial {number:03d}  {describe_point(values, dims or [])}".strip()
-
-
 class MlflowTrialLogger(DriverCallback):
     """Opens, fills and closes one child run per trial, through the tracker's writer."""
 
@@ -68,7 +49,7 @@ class MlflowTrialLogger(DriverCallback):
         dims: tuple[Dimension, ...],
         max_epochs: int,
         signals: StopSignals,
-        stopper: TrialStopper,
+        stopper: outcome.TrialStopper,
     ) -> None:
         self.tracker = tracker
         self.signals = signals
@@ -78,23 +59,20 @@ class MlflowTrialLogger(DriverCallback):
         self.unfinished: list[str] = []
         self._logged_step: dict[str, int] = {}  # trial id → last step in MLflow (writer thread)
 
-    def on_trial_start(
-        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
-    ) -> None:
-        values = config_values(self.dims, trial.config)
-        trial_id, name = (
-            trial.trial_id,
-            run_name(trial.trial_id, values, trial.experiment_tag, self.dims),
-        )
+    def on_trial_start(self, iteration: int, trials: Trials, trial: Trial, **info: Any) -> None:
+        trial_id, values = trial.trial_id, config_values(self.dims, trial.config)
+        number = outcome.trial_number(trial_id, trial.experiment_tag)
+        # ``trial 003  lr=2.2e-3 hidden=128 dropout=0.37``: sortable, and says what was tried.
+        name = f"trial {number:03d}  {describe_point(values, self.dims)}".strip()
         self.tracker.writer.submit(lambda: self.tracker.open_child(trial_id, name, values))
 
     def on_trial_result(
-        self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any
+        self, iteration: int, trials: Trials, trial: Trial, result: dict, **info: Any
     ) -> None:
-        metrics = user_metrics(result)
+        metrics = outcome.user_metrics(result)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         trial_id, host = trial.trial_id, result.get("hostname", "")
-        node_id = result.get(NODE_ID_KEY, "")
+        node_id = result.get(outcome.NODE_ID_KEY, "")
         first = step == 1 or result.get("iterations_since_restore") == 1
 
         def write() -> None:
@@ -116,22 +94,14 @@ class MlflowTrialLogger(DriverCallback):
 
         self.tracker.writer.submit(write)
 
-    def on_trial_recover(
-        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
-    ) -> None:
+    def on_trial_recover(self, iteration: int, trials: Trials, trial: Trial, **info: Any) -> None:
         """A failed trial about to be retried, from its last checkpoint or from the start:
         same run, noted. One that could not build its model or data stops the sweep."""
         if self._setup_failed(trial):
             return
         trial_id, retries = trial.trial_id, trial.num_failures
-        error = _last_line(trial.error_file)
-        number = trial_number(trial_id, trial.experiment_tag)
         start = "from its last checkpoint" if trial.checkpoint else "from the start"
-        print(
-            f"\ntrial {number} failed ({_short(error)}); retry {retries} {start}",
-            file=sys.stderr,
-            flush=True,
-        )
+        error = _print_failure(trial, f"retry {retries} {start}")
 
         def write() -> None:
             run_id = self.tracker.child_run(trial_id)
@@ -140,37 +110,19 @@ class MlflowTrialLogger(DriverCallback):
 
         self.tracker.writer.submit(write)
 
-    def setup(
-        self,
-        stop: Any = None,
-        num_samples: int | None = None,
-        total_num_samples: int | None = None,
-        **info: Any,
-    ) -> None:
+    def setup(self, *args: Any, **info: Any) -> None:
         self.signals.hand_to_tune()  # Tune has just installed its SIGINT handler
 
-    def on_trial_complete(
-        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
-    ) -> None:
+    def on_trial_complete(self, iteration: int, trials: Trials, trial: Trial, **info: Any) -> None:
         if self.signals.received:  # Tune stops the running trials on its way out
-            self._close(trial, KILLED)
-            return
-        self._close(trial, end_reason("TERMINATED", trial.last_result, self.max_epochs))
+            self._close(trial, outcome.KILLED)
+        else:
+            self._close(trial, outcome.end_reason("TERMINATED", trial.last_result, self.max_epochs))
 
-    def on_trial_error(
-        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
-    ) -> None:
-        if self._setup_failed(trial):
-            self._close(trial, ERROR, error_file=trial.error_file)
-            return
-        error = _short(_last_line(trial.error_file))
-        print(
-            f"\ntrial {trial_number(trial.trial_id, trial.experiment_tag)} failed ({error}); "
-            "no retries left, the sweep goes on",
-            file=sys.stderr,
-            flush=True,
-        )
-        self._close(trial, "error", error_file=trial.error_file)
+    def on_trial_error(self, iteration: int, trials: Trials, trial: Trial, **info: Any) -> None:
+        if not self._setup_failed(trial):
+            _print_failure(trial, "no retries left, the sweep goes on")
+        self._close(trial, outcome.ERROR, error_file=trial.error_file)
 
     def _setup_failed(self, trial: Trial) -> bool:
         """The trial failed building its model or data, before its first report: the
@@ -190,7 +142,7 @@ class MlflowTrialLogger(DriverCallback):
             ending: dict[str, Any] = {tags.END_REASON: reason}
             if error:
                 ending[tags.ERROR] = _error_summary(error)
-            self.tracker.close_child(trial_id, mlflow_status(reason), ending, error=error)
+            self.tracker.close_child(trial_id, outcome.mlflow_status(reason), ending, error=error)
 
         self.tracker.writer.submit(write)
 
@@ -200,13 +152,13 @@ class MlflowTrialLogger(DriverCallback):
         self.tracker.writer.flush()
         return None
 
-    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+    def on_experiment_end(self, trials: Trials, **info: Any) -> None:
         """Trials still pending or running here were interrupted (Ctrl-C, SIGTERM): their
         runs are closed as KILLED; a resume reopens them."""
-        self.unfinished = [t.trial_id for t in trials if t.status not in ("TERMINATED", "ERROR")]
-        for trial in trials:
-            if trial.trial_id in self.unfinished:
-                self._close(trial, KILLED)
+        cut = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
+        self.unfinished = [t.trial_id for t in cut]
+        for trial in cut:
+            self._close(trial, outcome.KILLED)
 
 
 def _error_summary(error: str) -> str:
@@ -226,11 +178,12 @@ def _read(error_file: str | None) -> str:
     return ANSI.sub("", Path(error_file).read_text())
 
 
-def _last_line(error_file: str | None) -> str:
-    text = _read(error_file)
-    return _error_summary(text) if text else ""
-
-
-def _short(text: str, limit: int = 120) -> str:
-    """One terminal line; the whole message is in the run's tags and error.txt."""
-    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+def _print_failure(trial: Trial, then: str, limit: int = 120) -> str:
+    """One terminal line on what went wrong (returned; the whole message is in the run's
+    tags and error.txt)."""
+    text = _read(trial.error_file)
+    error = _error_summary(text) if text else ""
+    short = error if len(error) <= limit else error[: limit - 3].rstrip() + "..."
+    number = outcome.trial_number(trial.trial_id, trial.experiment_tag)
+    print(f"\ntrial {number} failed ({short}); {then}", file=sys.stderr, flush=True)
+    return error

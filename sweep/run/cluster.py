@@ -9,6 +9,8 @@ trial fits on some node.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import socket
 import subprocess
@@ -43,34 +45,31 @@ def start_ray(settings: Settings) -> Reaper | None:
     # silent; the legacy reporter honours verbose=0. verbose=2 brings Ray's table back.
     os.environ["RAY_AIR_NEW_OUTPUT"] = "1" if settings.verbose >= 2 else "0"
     cluster = settings.cluster
-    address = cluster.address
-    kwargs: dict[str, Any] = {
-        "include_dashboard": False,
-        "log_to_driver": settings.verbose >= 1,
-        "logging_level": "WARNING" if settings.verbose >= 1 else "ERROR",
-        "runtime_env": {"env_vars": trial_env()},
-    }
-    if address == LOCAL:
-        kwargs.update(num_cpus=cluster.num_cpus, num_gpus=cluster.num_gpus)
-    else:  # reached and checked before (sweep/preflight.py)
+    local = cluster.address == LOCAL
+    if not local:  # reached and checked before (sweep/preflight.py)
         storage = shared_storage(cluster.storage_path)
     try:
-        ray.init(address=address, **kwargs)
+        ray.init(
+            address=cluster.address,
+            num_cpus=cluster.num_cpus if local else None,  # None: Ray's default, or the cluster's
+            num_gpus=cluster.num_gpus if local else None,
+            include_dashboard=False,
+            log_to_driver=settings.verbose >= 1,
+            logging_level=logging.WARNING if settings.verbose >= 1 else logging.ERROR,
+            runtime_env={"env_vars": trial_env()},
+        )
     except (ConnectionError, RuntimeError) as exc:
-        raise ConfigError(
-            "cluster.address", f"cannot connect to Ray at {address!r}: {exc}"
-        ) from None
+        raise _bad_address(f"cannot connect to Ray at {cluster.address!r}: {exc}") from None
     if settings.verbose < 1:
         # The raylet's own paragraphs ("A worker died or was killed ..."), printed by a
         # thread of ray.init's whatever log_to_driver says: the trial callbacks already
         # print one line per failure, with the cause.
         ray_worker.print_to_stdstream = lambda data, ignore_prefix: None
-    reaper = None
-    if address == LOCAL:
-        reaper = Reaper()
+    reaper = Reaper() if local else None
+    if reaper:
         reaper.watch()
     try:
-        if address != LOCAL:
+        if not local:
             check_storage_shared(storage)
         check_resources(settings, [node["Resources"] for node in alive_nodes()])
     except ConfigError:
@@ -86,6 +85,10 @@ def trial_env() -> dict[str, str]:
     return {"RAY_CHDIR_TO_TRIAL_DIR": "0", "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
 
 
+def _bad_address(message: str) -> ConfigError:
+    return ConfigError("cluster.address", message)
+
+
 # ---- joining a running cluster -----------------------------------------------------------
 def reach_head(address: str) -> str:
     """``auto`` or ``host:port`` → a head that answers and accepts our token, as host:port.
@@ -94,34 +97,28 @@ def reach_head(address: str) -> str:
     rejected token only as "Failed to connect": both are checked here first, quickly.
     """
     if address.startswith("ray://"):
-        raise ConfigError(
-            "cluster.address",
+        raise _bad_address(
             f"{address!r} is a Ray Client address; give the head's GCS address "
             "(head_ip:6379), or run the sweep on the cluster with `ray job submit`",
         )
     try:
         resolved = services.canonicalize_bootstrap_address_or_die(address)
     except (ConnectionError, ValueError) as exc:
-        raise ConfigError(
-            "cluster.address",
+        raise _bad_address(
             f"{address!r}: {str(exc).splitlines()[0]} Give head_ip:6379 instead",
         ) from None
     host, _, port = resolved.rpartition(":")
+    shown = address if address == resolved else f"{address} ({resolved})"
     try:
         socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except (OSError, ValueError) as exc:
-        raise ConfigError(
-            "cluster.address",
-            f"no Ray head answers at {_shown(address, resolved)} ({exc}); start it with "
+        raise _bad_address(
+            f"no Ray head answers at {shown} ({exc}); start it with "
             "`ray start --head --port=6379` (or `ray up cluster.yaml`) and check the address",
         ) from None
     use_token_auth()
-    probe_gcs(resolved, _shown(address, resolved))
+    probe_gcs(resolved, shown)
     return resolved
-
-
-def _shown(typed: str, resolved: str) -> str:
-    return typed if typed == resolved else f"{typed} ({resolved})"
 
 
 def use_token_auth() -> None:
@@ -162,24 +159,20 @@ def probe_gcs(resolved: str, address: str) -> None:
             capture_output=True,
             text=True,
             timeout=GCS_PROBE_TIMEOUT_S,
-            env=os.environ.copy(),
         )
     except subprocess.TimeoutExpired:
-        raise ConfigError(
-            "cluster.address",
+        raise _bad_address(
             f"{address} accepts connections but its Ray GCS did not answer within "
             f"{GCS_PROBE_TIMEOUT_S:g}s; is it a Ray head (port 6379 by default)?",
         ) from None
     reason = (probe.stdout.strip().splitlines() or [""])[-1]
     if probe.returncode == 3:
-        raise ConfigError(
-            "cluster.address",
+        raise _bad_address(
             f"the Ray cluster at {address} rejected this machine's auth token ({reason}); "
             "copy the head's ~/.ray/auth_token here or set RAY_AUTH_TOKEN to it",
         )
     if probe.returncode != 0:
-        raise ConfigError(
-            "cluster.address",
+        raise _bad_address(
             f"{address} is not a Ray head that answers ({reason or probe.stderr.strip()[-200:]}); "
             "check the address and port (6379 by default)",
         )
@@ -213,7 +206,10 @@ def check_storage_shared(storage: str) -> None:
     token = uuid.uuid4().hex
     marker = f"{storage.rstrip('/')}/.sweep-check-{token}"
     try:
-        write_marker(marker, token)
+        fs, path = pyarrow.fs.FileSystem.from_uri(marker)  # what Ray Tune itself uses
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with fs.open_output_stream(path) as out:
+            out.write(token.encode())
     except OSError as exc:
         raise ConfigError(
             "cluster.storage_path", f"cannot write to {storage}: {exc}; check the path"
@@ -221,22 +217,18 @@ def check_storage_shared(storage: str) -> None:
     try:
         nodes = alive_nodes()
         read = ray.remote(num_cpus=0, max_retries=0)(read_marker)
-        refs = [
-            read.options(
-                scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
-            ).remote(marker)
-            for node in nodes
-        ]
-        try:
-            seen = ray.get(refs, timeout=STORAGE_CHECK_TIMEOUT_S)
-        except ray.exceptions.GetTimeoutError:
-            raise ConfigError(
-                "cluster.storage_path",
-                f"nodes did not report within {STORAGE_CHECK_TIMEOUT_S:g}s whether they can "
-                f"read {storage}; is the cluster healthy (`ray status`)?",
-            ) from None
+        pins = [NodeAffinitySchedulingStrategy(node["NodeID"], soft=False) for node in nodes]
+        refs = [read.options(scheduling_strategy=pin).remote(marker) for pin in pins]
+        seen = ray.get(refs, timeout=STORAGE_CHECK_TIMEOUT_S)
+    except ray.exceptions.GetTimeoutError:
+        raise ConfigError(
+            "cluster.storage_path",
+            f"nodes did not report within {STORAGE_CHECK_TIMEOUT_S:g}s whether they can "
+            f"read {storage}; is the cluster healthy (`ray status`)?",
+        ) from None
     finally:
-        remove_marker(marker)
+        with contextlib.suppress(Exception):  # best effort: a leftover marker is a few bytes
+            fs.delete_file(path)
     blind = [node for node, text in zip(nodes, seen, strict=True) if text != token]
     if blind:
         names = ", ".join(f"{n['NodeManagerAddress']} ({n['NodeID'][:8]})" for n in blind)
@@ -248,34 +240,14 @@ def check_storage_shared(storage: str) -> None:
         )
 
 
-def _filesystem(uri: str) -> tuple[Any, str]:
-    """pyarrow's filesystem for a local path or a URI (what Ray Tune itself uses)."""
-    return pyarrow.fs.FileSystem.from_uri(uri)  # type: ignore[no-any-return]
-
-
-def write_marker(uri: str, text: str) -> None:
-    fs, path = _filesystem(uri)
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(path) as out:
-        out.write(text.encode())
-
-
 def read_marker(uri: str) -> str:
     """Runs as a Ray task on one node: the marker's text, or why it could not be read."""
     try:
-        fs, path = _filesystem(uri)
+        fs, path = pyarrow.fs.FileSystem.from_uri(uri)
         with fs.open_input_stream(path) as stream:
             return bytes(stream.read()).decode()
     except Exception as exc:  # any failure means "this node cannot see it"
         return f"{type(exc).__name__}: {exc}"
-
-
-def remove_marker(uri: str) -> None:
-    try:
-        fs, path = _filesystem(uri)
-        fs.delete_file(path)
-    except Exception:  # best effort: a leftover marker is a few bytes
-        pass
 
 
 # ---- resources -----------------------------------------------------------------------------

@@ -17,9 +17,11 @@ KILLED = "killed"
 # Result key naming the Ray node an epoch ran on (Tune's `hostname` and `node_ip` are the
 # same for every node of one machine, and say nothing of a node that was replaced).
 NODE_ID_KEY = "node_id"
-# Keys our trials report that are bookkeeping, not metrics to plot.
-CONTROL_KEYS = {"epoch", "diverged"}
-_TUNE_KEYS = {*AUTO_RESULT_KEYS, "done", "trial_id", "experiment_tag", "should_checkpoint"}
+# Keys our trials and Tune report that are bookkeeping, not metrics to plot.
+_NOT_METRICS = {
+    *AUTO_RESULT_KEYS,
+    *("done", "trial_id", "experiment_tag", "should_checkpoint", "epoch", "diverged"),
+}
 
 
 def end_reason(status: str, last_result: Mapping[str, Any] | None, max_epochs: int) -> str:
@@ -46,10 +48,7 @@ def user_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     return {
         k: float(v)
         for k, v in result.items()
-        if k not in _TUNE_KEYS
-        and k not in CONTROL_KEYS
-        and isinstance(v, (int, float))
-        and not isinstance(v, bool)
+        if k not in _NOT_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool)
     }
 
 

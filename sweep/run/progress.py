@@ -22,7 +22,7 @@ from typing import Any, TextIO
 from ray.tune.experiment import Trial
 
 from sweep.config.settings import Settings
-from sweep.run.callbacks import DriverCallback
+from sweep.run.callbacks import DriverCallback, Trials
 from sweep.run.outcome import DIVERGED, ERROR, STOPPED_EARLY, end_reason, trial_number
 from sweep.text import duration, format_value
 
@@ -84,68 +84,54 @@ class ProgressLine(DriverCallback):
 
     @classmethod
     def for_sweep(cls, settings: Settings, total: int) -> ProgressLine:
+        args = (total, settings.metric, settings.mode, settings.max_epochs)
         scheduler = settings.scheduler
-        if scheduler.name == "asha":
-            factor = scheduler.reduction_factor
-            rungs = asha_rungs(scheduler.grace_period, factor, settings.max_epochs)
-            return cls(
-                total,
-                settings.metric,
-                settings.mode,
-                settings.max_epochs,
-                rungs=rungs,
-                survival=1.0 / factor,
-            )
-        return cls(total, settings.metric, settings.mode, settings.max_epochs)
+        if scheduler.name != "asha":
+            return cls(*args)
+        factor = scheduler.reduction_factor
+        rungs = asha_rungs(scheduler.grace_period, factor, settings.max_epochs)
+        return cls(*args, rungs=rungs, survival=1.0 / factor)
 
     # ---- Tune hooks -----------------------------------------------------------------
-    def on_step_begin(self, iteration: int, trials: list[Trial], **info: Any) -> None:
-        if not self._seeded:  # a resumed sweep: count the trials that ended before
-            self._seeded = True
-            for trial in trials:
-                if trial.status in (Trial.TERMINATED, Trial.ERROR):
-                    self._seed(trial)
+    def on_step_begin(self, iteration: int, trials: Trials, **info: Any) -> None:
+        if self._seeded:
+            return
+        self._seeded = True  # a resumed sweep: count the trials that ended before
+        for trial in trials:
+            if trial.status in (Trial.TERMINATED, Trial.ERROR):
+                reason = end_reason(trial.status, trial.last_result, self.max_epochs)
+                self.ended[trial.trial_id] = reason
+                stats = trial.metric_analysis.get(self.metric, {})
+                self._consider(stats.get("max" if self.sign > 0 else "min"), trial)
 
-    def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
+    def on_step_end(self, iteration: int, trials: Trials, **info: Any) -> None:
         self.show()  # keeps the clock ticking between events
 
-    def on_trial_start(
-        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
-    ) -> None:
+    def on_trial_start(self, iteration: int, trials: Trials, trial: Trial, **info: Any) -> None:
         if self.first_trial_at is None:
             self.first_trial_at = time.monotonic()
         self.running.add(trial.trial_id)
         self.show(force=True)
 
     def on_trial_result(
-        self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any
+        self, iteration: int, trials: Trials, trial: Trial, result: dict, **info: Any
     ) -> None:
         self.epochs_seen += 1
         self.epochs[trial.trial_id] = int(result.get("training_iteration", 0))
         self._consider(result.get(self.metric), trial)
         self.show()
 
-    def on_trial_complete(
-        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
-    ) -> None:
+    def on_trial_complete(self, iteration: int, trials: Trials, trial: Trial, **info: Any) -> None:
         self._end(trial, end_reason("TERMINATED", trial.last_result, self.max_epochs))
 
-    def on_trial_error(
-        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
-    ) -> None:
+    def on_trial_error(self, iteration: int, trials: Trials, trial: Trial, **info: Any) -> None:
         self._end(trial, ERROR)
 
-    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+    def on_experiment_end(self, trials: Trials, **info: Any) -> None:
         self.show(force=True)
         if self.interactive:
             self.stream.write("\n")
             self.stream.flush()
-
-    def _seed(self, trial: Trial) -> None:
-        status = "ERROR" if trial.status == Trial.ERROR else "TERMINATED"
-        self.ended[trial.trial_id] = end_reason(status, trial.last_result, self.max_epochs)
-        best = trial.metric_analysis.get(self.metric, {}).get("max" if self.sign > 0 else "min")
-        self._consider(best, trial)
 
     def _consider(self, value: Any, trial: Trial) -> None:
         if not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -167,9 +153,8 @@ class ProgressLine(DriverCallback):
         pending = max(self.total - len(self.ended) - len(self.running), 0)
         left = pending * expected_epochs_left(0, self.max_epochs, self.rungs, self.survival)
         for trial_id in self.running:
-            left += expected_epochs_left(
-                self.epochs.get(trial_id, 0), self.max_epochs, self.rungs, self.survival
-            )
+            done = self.epochs.get(trial_id, 0)
+            left += expected_epochs_left(done, self.max_epochs, self.rungs, self.survival)
         return left / rate
 
     # ---- rendering ------------------------------------------------------------------
@@ -197,8 +182,9 @@ class ProgressLine(DriverCallback):
     def show(self, force: bool = False) -> None:
         now = time.monotonic()
         line = self.line()
+        due = force or now - self._last_print >= self.min_interval_s
         if self.interactive:
-            if force or now - self._last_print >= self.min_interval_s:
+            if due:
                 width = shutil.get_terminal_size((120, 24)).columns - 1
                 self.stream.write("\r\033[K" + line[:width])
                 self.stream.flush()
@@ -207,8 +193,7 @@ class ProgressLine(DriverCallback):
         # Not a terminal: a new line when a trial ends or the best changes, or once a
         # minute, so logs stay short but show the sweep is alive.
         key = f"{sorted(self.ended.items())} {self.best}"
-        changed = key != self._last_key and (force or now - self._last_print >= self.min_interval_s)
-        if changed or now - self._last_print >= HEARTBEAT_S:
+        if (due and key != self._last_key) or now - self._last_print >= HEARTBEAT_S:
             print(line, file=self.stream, flush=True)
             self._last_key = key
             self._last_print = now

@@ -49,9 +49,12 @@ def build(cfg: Mapping[str, Any]) -> tuple[L.LightningModule, L.LightningDataMod
         raise SetupError(f"data: {one_line(exc)}") from exc
     try:
         model_cfg = _constructor_args(cfg["model"])
-        shape_kwargs = getattr(datamodule, "model_kwargs", {})
-        target = get_class(model_cfg["_target_"])
-        model = instantiate(model_cfg, **_accepted_kwargs(target, shape_kwargs, model_cfg))
+        # The DataModule's shape hints that the model's ``__init__`` names and the config
+        # didn't set (a ``**kwargs`` catch-all does not count: it usually forwards to a parent).
+        params = inspect.signature(get_class(model_cfg["_target_"])).parameters
+        shape = getattr(datamodule, "model_kwargs", {})
+        extra = {k: v for k, v in shape.items() if k in params and k not in model_cfg}
+        model = instantiate(model_cfg, **extra)
     except Exception as exc:
         raise SetupError(f"model: {one_line(exc)}") from exc
     return model, datamodule
@@ -68,15 +71,6 @@ def build_datamodule(data_cfg: Mapping[str, Any]) -> L.LightningDataModule:
 
 def _constructor_args(section: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in section.items() if k not in METADATA_KEYS}
-
-
-def _accepted_kwargs(
-    target: Any, offered: Mapping[str, Any], already: Mapping[str, Any]
-) -> dict[str, Any]:
-    """The DataModule's shape hints that ``target.__init__`` names and the config didn't set
-    (a ``**kwargs`` catch-all does not count: it usually forwards to a parent)."""
-    params = inspect.signature(target).parameters
-    return {k: v for k, v in offered.items() if k in params and k not in already}
 
 
 def fit(

@@ -4,6 +4,7 @@ resources, checkpoints, failure policy; a new Tuner, or the interrupted one rest
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -33,31 +34,25 @@ def param_space(dims: list[Dimension]) -> dict[str, Any]:
 
 
 def to_domain(dim: Dimension) -> Any:
-    """The Ray Tune domain the searcher samples for ``dim``."""
     if dim.type == "choice":
         return tune.choice(list(dim.values))
     if dim.type == "grid":
         return tune.grid_search(list(dim.values))
     assert dim.low is not None and dim.high is not None, "parse_dimension sets numeric bounds"
     low, high, q = dim.low, dim.high, dim.q or 1.0
-    floats: dict[str, Any] = {
+    # Tune's randint/lograndint exclude `high`; ours include it, like Tune's q-variants.
+    domains: dict[str, Any] = {
         "uniform": lambda: tune.uniform(low, high),
         "quniform": lambda: tune.quniform(low, high, q),
         "loguniform": lambda: tune.loguniform(low, high),
         "qloguniform": lambda: tune.qloguniform(low, high, q),
         "one_minus_log": lambda: tune.loguniform(1.0 - high, 1.0 - low),
+        "randint": lambda: tune.randint(int(low), int(high) + 1),
+        "lograndint": lambda: tune.lograndint(int(low), int(high) + 1),
+        "qrandint": lambda: tune.qrandint(int(low), int(high), int(q)),
+        "qlograndint": lambda: tune.qlograndint(int(low), int(high), int(q)),
     }
-    if dim.type in floats:
-        return floats[dim.type]()
-    lo, hi, step = int(low), int(high), int(q)
-    # Tune's randint/lograndint exclude `high`; ours include it, like Tune's q-variants.
-    integers: dict[str, Any] = {
-        "randint": lambda: tune.randint(lo, hi + 1),
-        "lograndint": lambda: tune.lograndint(lo, hi + 1),
-        "qrandint": lambda: tune.qrandint(lo, hi, step),
-        "qlograndint": lambda: tune.qlograndint(lo, hi, step),
-    }
-    return integers[dim.type]()
+    return domains[dim.type]()
 
 
 def make_scheduler(settings: Settings) -> TrialScheduler:
@@ -93,11 +88,8 @@ def make_searcher(settings: Settings) -> SearchAlgorithm | Any:
 
 
 def total_trials(settings: Settings) -> int:
-    grid = 1
-    for dim in settings.dims:
-        if dim.type == "grid":
-            grid *= len(dim.values)
-    return settings.num_samples * grid
+    grids = [len(dim.values) for dim in settings.dims if dim.type == "grid"]
+    return settings.num_samples * math.prod(grids)
 
 
 @dataclass
