@@ -67,20 +67,18 @@ class Probe:
         """The largest size reached by doublings that each gained at least ``GAIN``."""
         if not self.rows:
             return None
-        best = self.rows[0]
-        for previous, row in zip(self.rows, self.rows[1:], strict=False):
-            if row.throughput < GAIN * previous.throughput:
-                break
-            best = row
-        return best.batch_size
+        stalled = self._doubling_under(GAIN)
+        return (stalled[0] if stalled else self.rows[-1]).batch_size
 
     @property
     def bottleneck(self) -> tuple[Measurement, Measurement] | None:
         """The first doubling that did not nearly double throughput."""
-        for previous, row in zip(self.rows, self.rows[1:], strict=False):
-            if row.throughput < NEAR_DOUBLE * previous.throughput:
-                return previous, row
-        return None
+        return self._doubling_under(NEAR_DOUBLE)
+
+    def _doubling_under(self, ratio: float) -> tuple[Measurement, Measurement] | None:
+        """The first doubling that multiplied throughput by less than ``ratio``."""
+        pairs = zip(self.rows, self.rows[1:], strict=False)
+        return next(((a, b) for a, b in pairs if b.throughput < ratio * a.throughput), None)
 
 
 class StepTimer(L.Callback):
@@ -202,14 +200,6 @@ def conclusions(result: Probe) -> list[str]:
     return lines
 
 
-def save(result: Probe, folder: Path) -> tuple[Path, Path]:
-    """``batch_size.csv`` and ``batch_size.png`` (see :func:`plot`) in ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    table = folder / "batch_size.csv"
-    pd.DataFrame([row.__dict__ for row in result.rows]).to_csv(table, index=False)
-    return table, plot(result, folder / "batch_size.png")
-
-
 def run_probe(base: dict[str, Any], settings: Settings) -> int:
     print(f"Batch-size probe of {settings.name}: training throughput per batch size")
     # Measure what a trial gets: its CPU threads (resources.cpu), its accelerator.
@@ -222,9 +212,12 @@ def run_probe(base: dict[str, Any], settings: Settings) -> int:
     print(HEADER, flush=True)
     result = probe(base, settings.verbose, show=lambda line: print(line, flush=True))
     folder = new_folder(settings.output_dir, f"{settings.name}_probe").path
-    table, plot = save(result, folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    table = folder / "batch_size.csv"
+    pd.DataFrame([row.__dict__ for row in result.rows]).to_csv(table, index=False)
+    png = plot(result, folder / "batch_size.png")
     print("\n".join(conclusions(result)))
-    print(f"Table: {table}\nPlot:  {plot}")
+    print(f"Table: {table}\nPlot:  {png}")
     return 0
 
 
