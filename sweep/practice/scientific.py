@@ -46,9 +46,8 @@ class Comparison:
         if len(self.values) < 2 or not self.values[0].top or not self.values[1].top:
             return False
         worst_of_winner, best_of_runner_up = self.values[0].top[-1], self.values[1].best
-        if self.mode == "max":
-            return worst_of_winner > best_of_runner_up
-        return worst_of_winner < best_of_runner_up
+        sign = 1.0 if self.mode == "max" else -1.0
+        return sign * worst_of_winner > sign * best_of_runner_up
 
     def lines(self) -> list[str]:
         header = ["value", f"best {self.metric}", "top trials (spread)", "trials"]
@@ -96,13 +95,12 @@ def compare(
     dims: Sequence[Dimension], rows: Sequence[Any], metric: str, mode: str
 ) -> Comparison | None:
     """``rows``: TrialRows (with ``values`` and ``best``). None without scientific dims."""
-    keys = tuple(d.key for d in dims if d.role == "scientific")
-    if not keys:
+    scientific = [d for d in dims if d.role == "scientific"]
+    if not scientific:
         return None
-    sign = -1.0 if mode == "max" else 1.0
-    by_key = {d.key: d for d in dims}
+    keys, sign = tuple(d.key for d in scientific), -1.0 if mode == "max" else 1.0
     groups: dict[tuple[Any, ...], list[float]] = {
-        combo: [] for combo in itertools.product(*(by_key[k].values for k in keys))
+        combo: [] for combo in itertools.product(*(d.values for d in scientific))
     }
     for row in rows:
         groups.setdefault(tuple(row.values.get(k) for k in keys), []).append(float(row.best))

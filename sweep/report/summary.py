@@ -47,18 +47,15 @@ def render(result: SweepResult, settings: Settings, elapsed_s: float | None = No
     lines += result.review_lines
     if result.warnings:
         lines += ["", "Warnings:", *(f"  ! {w}" for w in result.warnings)]
+    saved = [result.best_file.name] if result.best_file is not None else []
+    outputs = ", ".join([result.results_file.name, *saved, CONFIG_FILE, f"{TUNE_DIR}/"])
     command, url = mlflow_ui(result)
-    lines += ["", f"Outputs  {result.folder}  ({', '.join(_outputs(result))})"]
+    lines += ["", f"Outputs  {result.folder}  ({outputs})"]
     if command:
         lines += [f"MLflow   {command}", f"         then open {url}"]
     else:
         lines += [f"MLflow   open {url}"]
     return "\n".join(lines)
-
-
-def _outputs(result: SweepResult) -> list[str]:
-    best = [result.best_file.name] if result.best_file is not None else []
-    return [result.results_file.name, *best, CONFIG_FILE, f"{TUNE_DIR}/"]
 
 
 def counts(rows: Sequence[TrialRow]) -> str:
