@@ -49,12 +49,7 @@ def render(result: SweepResult, settings: Settings, elapsed_s: float | None = No
         lines += ["", "Warnings:", *(f"  ! {w}" for w in result.warnings)]
     saved = [result.best_file.name] if result.best_file is not None else []
     outputs = ", ".join([result.results_file.name, *saved, CONFIG_FILE, f"{TUNE_DIR}/"])
-    command, url = mlflow_ui(result)
-    lines += ["", f"Outputs  {result.folder}  ({outputs})"]
-    if command:
-        lines += [f"MLflow   {command}", f"         then open {url}"]
-    else:
-        lines += [f"MLflow   open {url}"]
+    lines += ["", f"Outputs  {result.folder}  ({outputs})", *mlflow_ui(result)]
     return "\n".join(lines)
 
 
@@ -64,7 +59,7 @@ def counts(rows: Sequence[TrialRow]) -> str:
     return ", ".join(f"{reasons.count(r)} {r.replace('_', ' ')}" for r in dict.fromkeys(reasons))
 
 
-def top_cells(rows: Sequence[TrialRow], settings: Settings, limit: int = TOP) -> list[list[str]]:
+def top_cells(rows: Sequence[TrialRow], settings: Settings) -> list[list[str]]:
     """Header + one row per top trial; hyperparameters in the scale they were sampled in."""
     dims = {dim.key: dim for dim in settings.dims}
     keys = list(rows[0].values) if rows else []
@@ -81,7 +76,7 @@ def top_cells(rows: Sequence[TrialRow], settings: Settings, limit: int = TOP) ->
             row.end_reason.replace("_", " "),
             *[format_param(row.values.get(k), dims.get(k)) for k in keys],
         ]
-        for row in rows[:limit]
+        for row in rows[:TOP]
     ]
     return [header, *body]
 
@@ -90,9 +85,9 @@ def retrain_command(result: SweepResult) -> str:
     return f"sweep --config-dir {result.folder} --config-name best single_trial=true"
 
 
-def mlflow_ui(result: SweepResult) -> tuple[str | None, str]:
-    """The command that serves the UI (None for a tracking server that already does), and
-    the address of this sweep's parent run in it."""
+def mlflow_ui(result: SweepResult) -> list[str]:
+    """How to see this sweep's parent run: the command that serves the UI (none for a
+    tracking server, which already does), then the run's address in it."""
     # workflowType: open in the "Model training" view (MLflow 3 defaults to its GenAI view).
     page = (
         f"#/experiments/{result.experiment_id}/runs/{result.parent_run_id}"
@@ -100,9 +95,9 @@ def mlflow_ui(result: SweepResult) -> tuple[str | None, str]:
     )
     uri = result.tracking_uri
     if uri.startswith(("http://", "https://")):
-        return None, f"{uri.rstrip('/')}/{page}"
+        return [f"MLflow   open {uri.rstrip('/')}/{page}"]
     command = f"mlflow ui --backend-store-uri {_hide_password(uri)} --port {UI_PORT}"
-    return command, f"http://127.0.0.1:{UI_PORT}/{page}"
+    return [f"MLflow   {command}", f"         then open http://127.0.0.1:{UI_PORT}/{page}"]
 
 
 def _hide_password(uri: str) -> str:
