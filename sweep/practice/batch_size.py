@@ -84,9 +84,8 @@ class Probe:
 class StepTimer(L.Callback):
     """Times full-size training steps after a warm-up, end to end (data loading included)."""
 
-    def __init__(self, batch_size: int, warmup: int) -> None:
+    def __init__(self, batch_size: int) -> None:
         self.batch_size = batch_size
-        self.warmup = warmup
         self.steps: list[float] = []
         self._last: float | None = None
 
@@ -97,7 +96,7 @@ class StepTimer(L.Callback):
             torch.cuda.synchronize()  # kernels run asynchronously: wait before reading time
         now = time.perf_counter()
         full = _batch_len(batch) == self.batch_size
-        if self._last is not None and trainer.global_step > self.warmup and full:
+        if self._last is not None and trainer.global_step > WARMUP_STEPS and full:
             self.steps.append(now - self._last)
         self._last = now
 
@@ -116,10 +115,11 @@ def measure(cfg: dict[str, Any], batch_size: int, verbose: int = 0) -> Measureme
     """Train ``MEASURED_STEPS`` steps at ``batch_size``; None when no full step was timed."""
     silence(verbose)  # again: importing Lightning re-enables its start-up banners
     model, datamodule = build(apply_values(cfg, {KEY: batch_size}))
-    timer = StepTimer(batch_size, WARMUP_STEPS)
-    max_steps = WARMUP_STEPS + MEASURED_STEPS + 1
-    limits = {"max_epochs": -1, "max_steps": max_steps, "limit_val_batches": 0}
-    trainer = make_trainer(cfg["trainer"], [timer], verbose, **limits)
+    timer = StepTimer(batch_size)
+    steps = WARMUP_STEPS + MEASURED_STEPS + 1
+    trainer = make_trainer(
+        cfg["trainer"], [timer], verbose, max_epochs=-1, max_steps=steps, limit_val_batches=0
+    )
     trainer.fit(model, datamodule=datamodule)
     if not timer.steps:
         return None

@@ -67,16 +67,13 @@ class Comparison:
         if len(self.values) >= 2 and math.isfinite(self.values[1].best):
             winner, runner_up = self.values[0], self.values[1]
             gap = abs(winner.best - runner_up.best)
-            if self.clear:
-                lines.append(
-                    f"  {winner.label} wins by {format_value(gap)}: even the worst of its top "
-                    f"{len(winner.top)} trials beats {runner_up.label}'s best."
-                )
-            else:
-                lines.append(
-                    f"  {winner.label} leads by {format_value(gap)}, within the spread of the "
-                    "top trials: not conclusive; raise num_samples to tell them apart."
-                )
+            lines.append(
+                f"  {winner.label} wins by {format_value(gap)}: even the worst of its top "
+                f"{len(winner.top)} trials beats {runner_up.label}'s best."
+                if self.clear
+                else f"  {winner.label} leads by {format_value(gap)}, within the spread of the "
+                "top trials: not conclusive; raise num_samples to tell them apart."
+            )
         return lines
 
     def as_dict(self) -> dict[str, Any]:

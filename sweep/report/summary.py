@@ -25,7 +25,6 @@ UI_PORT = 5000
 
 
 def render(result: SweepResult, settings: Settings, elapsed_s: float | None = None) -> str:
-    """The summary printed at the end of a sweep."""
     rows, metric = result.rows, settings.metric
     took = f" in {duration(elapsed_s)}" if elapsed_s is not None else ""
     lines = [f"\nSweep {settings.name}: {len(rows)} trials{took}  ({counts(rows)})", ""]
@@ -63,10 +62,9 @@ def top_cells(rows: Sequence[TrialRow], settings: Settings) -> list[list[str]]:
     """Header + one row per top trial; hyperparameters in the scale they were sampled in."""
     dims = {dim.key: dim for dim in settings.dims}
     keys = list(rows[0].values) if rows else []
-    names = short_keys(keys)
     staged = any(row.stage for row in rows)  # refinement rounds / scientific values
     header = ["trial", *(["stage"] if staged else []), settings.metric, "epochs", "end"]
-    header += [names[k] for k in keys]
+    header += short_keys(keys).values()
     body = [
         [
             str(row.number),
