@@ -104,11 +104,10 @@ def compare(
     results = []
     for combo, metrics in groups.items():
         finite = sorted((m for m in metrics if math.isfinite(m)), key=lambda m: sign * m)
-        top = tuple(finite[: top_count(len(finite))]) if finite else ()
+        top = tuple(finite[: top_count(len(finite))])
+        best = finite[0] if finite else math.nan
         label = ", ".join(f"{short_key(k)}={v}" for k, v in zip(keys, combo, strict=True))
-        results.append(
-            ValueResult(label, finite[0] if finite else math.nan, top, tuple(metrics), len(metrics))
-        )
+        results.append(ValueResult(label, best, top, tuple(metrics), len(metrics)))
     results.sort(key=lambda r: (math.isnan(r.best), sign * r.best if math.isfinite(r.best) else 0))
     return Comparison(keys, metric, mode, tuple(results))
 

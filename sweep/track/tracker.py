@@ -175,13 +175,11 @@ class Tracker:
     def close_child(
         self, trial_id: str, status: str, tags: Mapping[str, Any], error: str | None = None
     ) -> None:
-        run_id = self.child_run(trial_id)
-        if run_id is None:
-            return
-        self.set_tags(tags, run_id)
-        if error:
-            self._client.log_text(run_id, error, "error.txt")
-        self.end_run(status, run_id)
+        if (run_id := self.child_run(trial_id)) is not None:
+            self.set_tags(tags, run_id)
+            if error:
+                self._client.log_text(run_id, error, "error.txt")
+            self.end_run(status, run_id)
 
     def last_step(self, run_id: str, metric: str) -> int:
         """The last step of ``metric`` logged on a run (0 if none)."""
