@@ -1,7 +1,7 @@
 """What a user reads about a sweep: the summary printed when it ends, and the same facts
 as Markdown for the MLflow parent run's description (``mlflow.note.content``).
 
-Rendering only: the facts come from :func:`sweep.report.finish`, which wrote the files.
+Rendering only: the facts come from :func:`sweep.report.results.finish`, which wrote the files.
 """
 
 from __future__ import annotations
