@@ -67,28 +67,25 @@ class Probe:
         """The largest size reached by doublings that each gained at least ``GAIN``."""
         if not self.rows:
             return None
-        best = self.rows[0]
-        for previous, row in zip(self.rows, self.rows[1:], strict=False):
-            if row.throughput < GAIN * previous.throughput:
-                break
-            best = row
-        return best.batch_size
+        stalled = self._doubling_under(GAIN)
+        return (stalled[0] if stalled else self.rows[-1]).batch_size
 
     @property
     def bottleneck(self) -> tuple[Measurement, Measurement] | None:
         """The first doubling that did not nearly double throughput."""
-        for previous, row in zip(self.rows, self.rows[1:], strict=False):
-            if row.throughput < NEAR_DOUBLE * previous.throughput:
-                return previous, row
-        return None
+        return self._doubling_under(NEAR_DOUBLE)
+
+    def _doubling_under(self, ratio: float) -> tuple[Measurement, Measurement] | None:
+        """The first doubling that multiplied throughput by less than ``ratio``."""
+        pairs = zip(self.rows, self.rows[1:], strict=False)
+        return next(((a, b) for a, b in pairs if b.throughput < ratio * a.throughput), None)
 
 
 class StepTimer(L.Callback):
     """Times full-size training steps after a warm-up, end to end (data loading included)."""
 
-    def __init__(self, batch_size: int, warmup: int) -> None:
+    def __init__(self, batch_size: int) -> None:
         self.batch_size = batch_size
-        self.warmup = warmup
         self.steps: list[float] = []
         self._last: float | None = None
 
@@ -99,7 +96,7 @@ class StepTimer(L.Callback):
             torch.cuda.synchronize()  # kernels run asynchronously: wait before reading time
         now = time.perf_counter()
         full = _batch_len(batch) == self.batch_size
-        if self._last is not None and trainer.global_step > self.warmup and full:
+        if self._last is not None and trainer.global_step > WARMUP_STEPS and full:
             self.steps.append(now - self._last)
         self._last = now
 
@@ -118,10 +115,11 @@ def measure(cfg: dict[str, Any], batch_size: int, verbose: int = 0) -> Measureme
     """Train ``MEASURED_STEPS`` steps at ``batch_size``; None when no full step was timed."""
     silence(verbose)  # again: importing Lightning re-enables its start-up banners
     model, datamodule = build(apply_values(cfg, {KEY: batch_size}))
-    timer = StepTimer(batch_size, WARMUP_STEPS)
-    max_steps = WARMUP_STEPS + MEASURED_STEPS + 1
-    limits = {"max_epochs": -1, "max_steps": max_steps, "limit_val_batches": 0}
-    trainer = make_trainer(cfg["trainer"], [timer], verbose, **limits)
+    timer = StepTimer(batch_size)
+    steps = WARMUP_STEPS + MEASURED_STEPS + 1
+    trainer = make_trainer(
+        cfg["trainer"], [timer], verbose, max_epochs=-1, max_steps=steps, limit_val_batches=0
+    )
     trainer.fit(model, datamodule=datamodule)
     if not timer.steps:
         return None
@@ -202,14 +200,6 @@ def conclusions(result: Probe) -> list[str]:
     return lines
 
 
-def save(result: Probe, folder: Path) -> tuple[Path, Path]:
-    """``batch_size.csv`` and ``batch_size.png`` (see :func:`plot`) in ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    table = folder / "batch_size.csv"
-    pd.DataFrame([row.__dict__ for row in result.rows]).to_csv(table, index=False)
-    return table, plot(result, folder / "batch_size.png")
-
-
 def run_probe(base: dict[str, Any], settings: Settings) -> int:
     print(f"Batch-size probe of {settings.name}: training throughput per batch size")
     # Measure what a trial gets: its CPU threads (resources.cpu), its accelerator.
@@ -222,9 +212,12 @@ def run_probe(base: dict[str, Any], settings: Settings) -> int:
     print(HEADER, flush=True)
     result = probe(base, settings.verbose, show=lambda line: print(line, flush=True))
     folder = new_folder(settings.output_dir, f"{settings.name}_probe").path
-    table, plot = save(result, folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    table = folder / "batch_size.csv"
+    pd.DataFrame([row.__dict__ for row in result.rows]).to_csv(table, index=False)
+    png = plot(result, folder / "batch_size.png")
     print("\n".join(conclusions(result)))
-    print(f"Table: {table}\nPlot:  {plot}")
+    print(f"Table: {table}\nPlot:  {png}")
     return 0
 
 

@@ -78,16 +78,8 @@ class BoundaryWarning:
         return f"{text} Widen it: {self.override}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "edge": self.edge,
-            "current": self.current,
-            "suggested": self.suggested,
-            "best": self.best,
-            "override": self.override,
-            "group": self.group,
-            "message": self.message,
-        }
+        keys = ("key", "edge", "current", "suggested", "best", "override", "group", "message")
+        return {key: getattr(self, key) for key in keys}
 
 
 def top_count(n: int) -> int:

@@ -33,8 +33,6 @@ def refine_space(
 ) -> list[Dimension]:
     """The next round's dimensions. ``dims``: this round's; ``originals``: the configured
     ones by key; ``ranked``: sampled values of finished trials so far, best first."""
-    if not ranked:
-        return list(dims)
     top = ranked[: top_count(len(ranked))]
     by_edge = {(w.key, w.edge): w for w in warnings}
     refined = []

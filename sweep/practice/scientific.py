@@ -46,9 +46,8 @@ class Comparison:
         if len(self.values) < 2 or not self.values[0].top or not self.values[1].top:
             return False
         worst_of_winner, best_of_runner_up = self.values[0].top[-1], self.values[1].best
-        if self.mode == "max":
-            return worst_of_winner > best_of_runner_up
-        return worst_of_winner < best_of_runner_up
+        sign = 1.0 if self.mode == "max" else -1.0
+        return sign * worst_of_winner > sign * best_of_runner_up
 
     def lines(self) -> list[str]:
         header = ["value", f"best {self.metric}", "top trials (spread)", "trials"]
@@ -68,16 +67,13 @@ class Comparison:
         if len(self.values) >= 2 and math.isfinite(self.values[1].best):
             winner, runner_up = self.values[0], self.values[1]
             gap = abs(winner.best - runner_up.best)
-            if self.clear:
-                lines.append(
-                    f"  {winner.label} wins by {format_value(gap)}: even the worst of its top "
-                    f"{len(winner.top)} trials beats {runner_up.label}'s best."
-                )
-            else:
-                lines.append(
-                    f"  {winner.label} leads by {format_value(gap)}, within the spread of the "
-                    "top trials: not conclusive; raise num_samples to tell them apart."
-                )
+            lines.append(
+                f"  {winner.label} wins by {format_value(gap)}: even the worst of its top "
+                f"{len(winner.top)} trials beats {runner_up.label}'s best."
+                if self.clear
+                else f"  {winner.label} leads by {format_value(gap)}, within the spread of the "
+                "top trials: not conclusive; raise num_samples to tell them apart."
+            )
         return lines
 
     def as_dict(self) -> dict[str, Any]:
@@ -96,24 +92,22 @@ def compare(
     dims: Sequence[Dimension], rows: Sequence[Any], metric: str, mode: str
 ) -> Comparison | None:
     """``rows``: TrialRows (with ``values`` and ``best``). None without scientific dims."""
-    keys = tuple(d.key for d in dims if d.role == "scientific")
-    if not keys:
+    scientific = [d for d in dims if d.role == "scientific"]
+    if not scientific:
         return None
-    sign = -1.0 if mode == "max" else 1.0
-    by_key = {d.key: d for d in dims}
+    keys, sign = tuple(d.key for d in scientific), -1.0 if mode == "max" else 1.0
     groups: dict[tuple[Any, ...], list[float]] = {
-        combo: [] for combo in itertools.product(*(by_key[k].values for k in keys))
+        combo: [] for combo in itertools.product(*(d.values for d in scientific))
     }
     for row in rows:
         groups.setdefault(tuple(row.values.get(k) for k in keys), []).append(float(row.best))
     results = []
     for combo, metrics in groups.items():
         finite = sorted((m for m in metrics if math.isfinite(m)), key=lambda m: sign * m)
-        top = tuple(finite[: top_count(len(finite))]) if finite else ()
+        top = tuple(finite[: top_count(len(finite))])
+        best = finite[0] if finite else math.nan
         label = ", ".join(f"{short_key(k)}={v}" for k, v in zip(keys, combo, strict=True))
-        results.append(
-            ValueResult(label, finite[0] if finite else math.nan, top, tuple(metrics), len(metrics))
-        )
+        results.append(ValueResult(label, best, top, tuple(metrics), len(metrics)))
     results.sort(key=lambda r: (math.isnan(r.best), sign * r.best if math.isfinite(r.best) else 0))
     return Comparison(keys, metric, mode, tuple(results))
 

@@ -83,8 +83,7 @@ def _x(dim: Dimension, value: Any) -> float:
 
 
 def learning_curves(rows: Sequence[TrialRow], metric: str, path: Path) -> Path | None:
-    histories = [(row, row.history) for row in rows if row.history is not None]
-    histories = [(row, h) for row, h in histories if "epoch" in h and len(h)]
+    histories = [(r, h) for r in rows if (h := r.history) is not None and "epoch" in h and len(h)]
     if not histories:
         return None
     columns = set().union(*(set(h.columns) for _, h in histories))

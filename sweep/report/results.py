@@ -51,40 +51,32 @@ class TrialRow:
 
 def collect(results: Any, settings: Settings) -> list[TrialRow]:
     """One row per trial from Tune's ResultGrid, best first."""
-    rows = []
+    rows, metric, mode = [], settings.metric, settings.mode
     for result in results:
         last = result.metrics or {}
         status = "ERROR" if result.error else "TERMINATED"
         history = result.metrics_dataframe
-        series = (
-            history[settings.metric]
-            if history is not None and settings.metric in history
-            else pd.Series(dtype=float)
-        )
-        series = series[series.map(lambda v: isinstance(v, (int, float)) and math.isfinite(v))]
-        best = (
-            (series.max() if settings.mode == "max" else series.min()) if len(series) else math.nan
-        )
-        checkpoint = None
-        if len(series) and result.best_checkpoints:  # none yet: a trial cut short early
-            ckpt = result.get_best_checkpoint(settings.metric, settings.mode)
-            checkpoint = ckpt.path if ckpt is not None else None
+        scores = history[metric] if history is not None and metric in history else []
+        scores = [v for v in scores if isinstance(v, (int, float)) and math.isfinite(v)]
+        ckpt = None
+        if scores and result.best_checkpoints:  # none yet: a trial cut short early
+            ckpt = result.get_best_checkpoint(metric, mode)
         rows.append(
             TrialRow(
                 trial_id=str(last.get("trial_id") or _trial_id_from_path(result.path)),
                 status=status,
                 end_reason=end_reason(status, last, settings.max_epochs),
                 epochs=int(last.get("epoch", 0)),
-                best=float(best),
-                final=float(last.get(settings.metric, math.nan)),
+                best=float((max if mode == "max" else min)(scores, default=math.nan)),
+                final=float(last.get(metric, math.nan)),
                 values=config_values(list(settings.dims), result.config or {}),
-                checkpoint=checkpoint,
+                checkpoint=ckpt.path if ckpt is not None else None,
                 error=_last_line(result.error),
                 history=history,
                 experiment_tag=str(last.get("experiment_tag", "")),
             )
         )
-    return rank(rows, settings.mode)
+    return rank(rows, mode)
 
 
 def _last_line(error: BaseException | None) -> str | None:
@@ -185,21 +177,12 @@ def finish(
         tracker.log_artifact(best_file)
         tracker.log_metrics({f"best_{metric}": best.best})
         tracker.set_tags({tags.BEST_TRIAL: best.trial_id})
-    return SweepResult(
-        rows=rows,
-        best=best,
-        folder=folder,
-        results_file=results_file,
-        best_file=best_file,
-        tracking_uri=tracker.uri,
-        experiment_id=tracker.experiment_id,
-        parent_run_id=tracker.parent_run_id,
-        warnings=trial_warnings(rows, metric) + writer_warnings(tracker.writer.errors),
-        review_lines=review_lines,
-    )
+    run = (tracker.uri, tracker.experiment_id, tracker.parent_run_id)
+    warnings = _warnings(rows, metric, tracker.writer.errors)
+    return SweepResult(rows, best, folder, results_file, best_file, *run, warnings, review_lines)
 
 
-def trial_warnings(rows: list[TrialRow], metric: str) -> list[str]:
+def _warnings(rows: list[TrialRow], metric: str, write_errors: list[str]) -> list[str]:
     failed = [row for row in rows if row.end_reason == ERROR]
     diverged = [row for row in rows if row.end_reason == DIVERGED]
     silent = [r for r in rows if math.isnan(r.best) and r.end_reason not in (ERROR, DIVERGED)]
@@ -220,10 +203,9 @@ def trial_warnings(rows: list[TrialRow], metric: str) -> list[str]:
             f"{len(silent)} trial(s) never reported {metric}: does the model log it with "
             f"self.log('{metric}', ..., on_epoch=True)?"
         )
+    if write_errors:
+        warnings.append(
+            f"{len(write_errors)} MLflow write(s) failed, so the UI misses some data; "
+            f"first: {write_errors[0]}"
+        )
     return warnings
-
-
-def writer_warnings(errors: list[str]) -> list[str]:
-    if not errors:
-        return []
-    return [f"{len(errors)} MLflow write(s) failed, so the UI misses some data; first: {errors[0]}"]

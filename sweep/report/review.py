@@ -12,7 +12,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +42,11 @@ class Round:
 
 @dataclass
 class Review:
-    notices: list[str] = field(default_factory=list)
-    warnings: list[BoundaryWarning] = field(default_factory=list)
-    rounds: list[Round] = field(default_factory=list)
-    comparison: roles.Comparison | None = None
-    plots: list[Path] = field(default_factory=list)
+    notices: list[str]
+    warnings: list[BoundaryWarning]
+    rounds: list[Round]
+    comparison: roles.Comparison | None
+    plots: list[Path]
 
     def lines(self, metric: str) -> list[str]:
         out: list[str] = []
@@ -96,17 +96,15 @@ def review(
 ) -> Review:
     """``rows``: every trial, ranked; ``rounds``: those of refinement chains, if any."""
     metric, plot_dir = settings.metric, folder / PLOTS_DIR
-    result = Review(notices=advice.before_sweep(settings), rounds=rounds)
-    result.warnings = boundary_warnings(rows, settings)
-    result.comparison = roles.compare(settings.dims, rows, metric, settings.mode)
+    notices, warnings = advice.before_sweep(settings), boundary_warnings(rows, settings)
+    comparison = roles.compare(settings.dims, rows, metric, settings.mode)
     made = [
         plots.metric_vs_params(rows, settings.dims, metric, plot_dir / "metric_vs_params.png"),
         plots.learning_curves(rows, metric, plot_dir / "learning_curves.png"),
     ]
-    if result.comparison is not None:
-        made.append(plots.isolation(result.comparison, plot_dir / "isolation.png"))
-    result.plots = [p for p in made if p is not None]
-    return result
+    if comparison is not None:
+        made.append(plots.isolation(comparison, plot_dir / "isolation.png"))
+    return Review(notices, warnings, rounds, comparison, [p for p in made if p is not None])
 
 
 def boundary_warnings(rows: Sequence[TrialRow], settings: Settings) -> list[BoundaryWarning]:

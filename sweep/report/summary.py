@@ -1,7 +1,7 @@
 """What a user reads about a sweep: the summary printed when it ends, and the same facts
 as Markdown for the MLflow parent run's description (``mlflow.note.content``).
 
-Rendering only: the facts come from :func:`sweep.report.finish`, which wrote the files.
+Rendering only: the facts come from :func:`sweep.report.results.finish`, which wrote the files.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ UI_PORT = 5000
 
 
 def render(result: SweepResult, settings: Settings, elapsed_s: float | None = None) -> str:
-    """The summary printed at the end of a sweep."""
     rows, metric = result.rows, settings.metric
     took = f" in {duration(elapsed_s)}" if elapsed_s is not None else ""
     lines = [f"\nSweep {settings.name}: {len(rows)} trials{took}  ({counts(rows)})", ""]
@@ -47,18 +46,10 @@ def render(result: SweepResult, settings: Settings, elapsed_s: float | None = No
     lines += result.review_lines
     if result.warnings:
         lines += ["", "Warnings:", *(f"  ! {w}" for w in result.warnings)]
-    command, url = mlflow_ui(result)
-    lines += ["", f"Outputs  {result.folder}  ({', '.join(_outputs(result))})"]
-    if command:
-        lines += [f"MLflow   {command}", f"         then open {url}"]
-    else:
-        lines += [f"MLflow   open {url}"]
+    saved = [result.best_file.name] if result.best_file is not None else []
+    outputs = ", ".join([result.results_file.name, *saved, CONFIG_FILE, f"{TUNE_DIR}/"])
+    lines += ["", f"Outputs  {result.folder}  ({outputs})", *mlflow_ui(result)]
     return "\n".join(lines)
-
-
-def _outputs(result: SweepResult) -> list[str]:
-    best = [result.best_file.name] if result.best_file is not None else []
-    return [result.results_file.name, *best, CONFIG_FILE, f"{TUNE_DIR}/"]
 
 
 def counts(rows: Sequence[TrialRow]) -> str:
@@ -67,14 +58,13 @@ def counts(rows: Sequence[TrialRow]) -> str:
     return ", ".join(f"{reasons.count(r)} {r.replace('_', ' ')}" for r in dict.fromkeys(reasons))
 
 
-def top_cells(rows: Sequence[TrialRow], settings: Settings, limit: int = TOP) -> list[list[str]]:
+def top_cells(rows: Sequence[TrialRow], settings: Settings) -> list[list[str]]:
     """Header + one row per top trial; hyperparameters in the scale they were sampled in."""
     dims = {dim.key: dim for dim in settings.dims}
     keys = list(rows[0].values) if rows else []
-    names = short_keys(keys)
     staged = any(row.stage for row in rows)  # refinement rounds / scientific values
     header = ["trial", *(["stage"] if staged else []), settings.metric, "epochs", "end"]
-    header += [names[k] for k in keys]
+    header += short_keys(keys).values()
     body = [
         [
             str(row.number),
@@ -84,7 +74,7 @@ def top_cells(rows: Sequence[TrialRow], settings: Settings, limit: int = TOP) ->
             row.end_reason.replace("_", " "),
             *[format_param(row.values.get(k), dims.get(k)) for k in keys],
         ]
-        for row in rows[:limit]
+        for row in rows[:TOP]
     ]
     return [header, *body]
 
@@ -93,9 +83,9 @@ def retrain_command(result: SweepResult) -> str:
     return f"sweep --config-dir {result.folder} --config-name best single_trial=true"
 
 
-def mlflow_ui(result: SweepResult) -> tuple[str | None, str]:
-    """The command that serves the UI (None for a tracking server that already does), and
-    the address of this sweep's parent run in it."""
+def mlflow_ui(result: SweepResult) -> list[str]:
+    """How to see this sweep's parent run: the command that serves the UI (none for a
+    tracking server, which already does), then the run's address in it."""
     # workflowType: open in the "Model training" view (MLflow 3 defaults to its GenAI view).
     page = (
         f"#/experiments/{result.experiment_id}/runs/{result.parent_run_id}"
@@ -103,9 +93,9 @@ def mlflow_ui(result: SweepResult) -> tuple[str | None, str]:
     )
     uri = result.tracking_uri
     if uri.startswith(("http://", "https://")):
-        return None, f"{uri.rstrip('/')}/{page}"
+        return [f"MLflow   open {uri.rstrip('/')}/{page}"]
     command = f"mlflow ui --backend-store-uri {_hide_password(uri)} --port {UI_PORT}"
-    return command, f"http://127.0.0.1:{UI_PORT}/{page}"
+    return [f"MLflow   {command}", f"         then open http://127.0.0.1:{UI_PORT}/{page}"]
 
 
 def _hide_password(uri: str) -> str:

@@ -16,7 +16,7 @@ import queue
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -97,21 +97,12 @@ class Tracker:
         self, run_name: str, sweep_dir: Path, tags: Mapping[str, str], params: Mapping[str, Any]
     ) -> str:
         """``params``: the composed config, flattened to dotted keys."""
-        run = self._client.create_run(
-            self.experiment_id, run_name=run_name, tags={tag.SWEEP_DIR: str(sweep_dir), **tags}
-        )
-        self.parent_run_id = run.info.run_id
-        self.log_params(self.parent_run_id, params)
+        self.parent_run_id = self._create(run_name, {tag.SWEEP_DIR: str(sweep_dir), **tags}, params)
         return self.parent_run_id
 
     def resume_parent(self, run_id: str) -> None:
         self.parent_run_id = run_id
         self._client.update_run(run_id, status=RUNNING)
-
-    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
-        items = [Param(k, _text(v, MAX_PARAM_LENGTH)) for k, v in params.items()]
-        for chunk in _chunks(items, MAX_PARAMS_PER_BATCH):
-            self._client.log_batch(run_id, params=chunk)
 
     def log_artifact(
         self, path: Path, run_id: str | None = None, artifact_path: str | None = None
@@ -127,8 +118,9 @@ class Tracker:
     ) -> None:
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        for chunk in _chunks(items, MAX_METRICS_PER_BATCH):
-            self._client.log_batch(run_id or self.parent_run_id, metrics=chunk)
+        for start in range(0, len(items), MAX_METRICS_PER_BATCH):
+            batch = items[start : start + MAX_METRICS_PER_BATCH]
+            self._client.log_batch(run_id or self.parent_run_id, metrics=batch)
 
     def end_run(self, status: str, run_id: str | None = None) -> None:
         """FINISHED, FAILED or KILLED: the parent run, or a stage run."""
@@ -146,23 +138,13 @@ class Tracker:
         """Get-or-create the nested run of a stage under the parent; ``slug`` (letters,
         digits, ``._-``) finds it again on resume. ``reopen``: mark it RUNNING again (not
         for a stage that finished before, which is only read back)."""
-        found = self._client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`{tag.STAGE}` = '{slug}' and {self._under(self.parent_run_id)}",
-            max_results=1,
-        )
-        if found:
-            run_id = found[0].info.run_id
-            if reopen:
-                self._client.update_run(run_id, status=RUNNING)
-            return run_id
-        run = self._client.create_run(
-            self.experiment_id,
-            run_name=label,
-            tags={tag.PARENT: self.parent_run_id, tag.STAGE: slug, **tags},
-        )
-        self.log_params(run.info.run_id, params)
-        return run.info.run_id
+        run_id = self._find(tag.STAGE, slug, self.parent_run_id)
+        if run_id is None:
+            tags = {tag.PARENT: self.parent_run_id, tag.STAGE: slug, **tags}
+            return self._create(label, tags, params)
+        if reopen:
+            self._client.update_run(run_id, status=RUNNING)
+        return run_id
 
     def nest_trials_under(self, run_id: str, tags: Mapping[str, str]) -> None:
         """Trial runs opened from now on nest under ``run_id`` and carry ``tags``. Flush the
@@ -173,18 +155,11 @@ class Tracker:
     # ---- child runs (called on the writer thread) -------------------------------------
     def child_run(self, trial_id: str) -> str | None:
         """The child run of ``trial_id`` under the current stage, if one exists."""
-        if trial_id in self._child_runs:
-            return self._child_runs[trial_id]
-        found = self._client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`{tag.TRIAL_ID}` = '{trial_id}' and "
-            f"{self._under(self._trials_parent or self.parent_run_id)}",
-            max_results=1,
-        )
-        if found:
-            self._child_runs[trial_id] = found[0].info.run_id
-            return found[0].info.run_id
-        return None
+        parent = self._trials_parent or self.parent_run_id
+        run_id = self._child_runs.get(trial_id) or self._find(tag.TRIAL_ID, trial_id, parent)
+        if run_id is not None:
+            self._child_runs[trial_id] = run_id
+        return run_id
 
     def open_child(self, trial_id: str, run_name: str, params: Mapping[str, Any]) -> str:
         """Get-or-create the trial's child run and mark it RUNNING."""
@@ -192,30 +167,19 @@ class Tracker:
         if run_id is not None:
             self._client.update_run(run_id, status=RUNNING)
             return run_id
-        run = self._client.create_run(
-            self.experiment_id,
-            run_name=run_name,
-            tags={
-                tag.PARENT: self._trials_parent or self.parent_run_id,
-                tag.TRIAL_ID: trial_id,
-                **self._trial_tags,
-            },
-        )
-        run_id = run.info.run_id
-        self._child_runs[trial_id] = run_id
-        self.log_params(run_id, params)
-        return run_id
+        parent = self._trials_parent or self.parent_run_id
+        tags = {tag.PARENT: parent, tag.TRIAL_ID: trial_id, **self._trial_tags}
+        self._child_runs[trial_id] = self._create(run_name, tags, params)
+        return self._child_runs[trial_id]
 
     def close_child(
         self, trial_id: str, status: str, tags: Mapping[str, Any], error: str | None = None
     ) -> None:
-        run_id = self.child_run(trial_id)
-        if run_id is None:
-            return
-        self.set_tags(tags, run_id)
-        if error:
-            self._client.log_text(run_id, error, "error.txt")
-        self.end_run(status, run_id)
+        if (run_id := self.child_run(trial_id)) is not None:
+            self.set_tags(tags, run_id)
+            if error:
+                self._client.log_text(run_id, error, "error.txt")
+            self.end_run(status, run_id)
 
     def last_step(self, run_id: str, metric: str) -> int:
         """The last step of ``metric`` logged on a run (0 if none)."""
@@ -275,6 +239,23 @@ class Tracker:
                 store._hard_delete_experiment(self.experiment_id)
                 _remove_local(location, up=0)
 
+    def _create(self, run_name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> str:
+        run = self._client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags))
+        run_id: str = run.info.run_id
+        items = [Param(k, _text(v, MAX_PARAM_LENGTH)) for k, v in params.items()]
+        for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            self._client.log_batch(run_id, params=items[start : start + MAX_PARAMS_PER_BATCH])
+        return run_id
+
+    def _find(self, key: str, value: str, parent: str) -> str | None:
+        """The run tagged ``key`` = ``value`` under ``parent``, if one exists."""
+        found = self._client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{key}` = '{value}' and {self._under(parent)}",
+            max_results=1,
+        )
+        return found[0].info.run_id if found else None
+
     def _under(self, run_id: str) -> str:
         return f"tags.`{tag.PARENT}` = '{run_id}'"
 
@@ -300,11 +281,6 @@ def _store_lock(uri: str) -> Iterator[None]:
         yield
     finally:
         os.close(folder)  # closing releases the lock
-
-
-def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _text(value: Any, limit: int) -> str:
