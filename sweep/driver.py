@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 from omegaconf import DictConfig
@@ -38,16 +38,16 @@ from sweep.folder import (
     new_folder,
 )
 from sweep.practice import advice
-from sweep.practice.batch_size import run_probe
 from sweep.quiet import silence
 from sweep.report import results, review, summary
 from sweep.run.cluster import start_ray
 from sweep.run.outcome import KILLED, mlflow_status
 from sweep.run.signals import StopSignals
-from sweep.run.trial import run_single
 from sweep.text import format_value
 from sweep.track import tags
-from sweep.track.tracker import Tracker
+
+if TYPE_CHECKING:
+    from sweep.track.tracker import Tracker
 
 # No trial reported the metric (all failed or diverged): the sweep ran, but produced nothing.
 EXIT_NO_RESULT = 1
@@ -74,6 +74,8 @@ def prepare_and_run(cfg: DictConfig, signals: StopSignals) -> int:
     if settings.single_trial:
         return run_single_trial(base, settings)
     if settings.probe == "batch_size":
+        from sweep.practice.batch_size import run_probe  # Lightning, in this process
+
         return run_probe(base, settings)
     if settings.resume:
         folder = folder_to_resume(settings.output_dir, settings.name, settings.resume)
@@ -86,6 +88,8 @@ def prepare_and_run(cfg: DictConfig, signals: StopSignals) -> int:
 
 
 def run_single_trial(base: dict[str, Any], settings: Settings) -> int:
+    from sweep.run.trial import run_single  # Lightning, in this process: not for sweeps
+
     print(f"Training one trial of {settings.name} in this process (no Ray, no MLflow)...")
     history = run_single(apply_values(base, {}), verbose=settings.verbose)
     values = [epoch.get(settings.metric, math.nan) for epoch in history]
@@ -188,6 +192,9 @@ def in_background(call: Any, *args: Any) -> Future:
 
 
 def open_store(settings: Settings) -> Tracker:
+    # Imported here, in the thread that overlaps Ray's start: mlflow takes ~2 s to import.
+    from sweep.track.tracker import Tracker
+
     tracker = Tracker(settings.tracking_uri, settings.name)
     # Importing mlflow installs its INFO logging: quiet it again before the store's
     # "Creating initial MLflow database tables" lines reach the user's terminal.

@@ -1,13 +1,18 @@
 """Every check that runs before anything is started or written, in one place.
 
-Each raises :class:`ConfigError` naming the key, the bad value and the fix (exit 2). The
-cheap ones run first: ``check_data`` imports torch and the user's DataModule. A remote
-Ray cluster's head is reached here; whether every node sees the shared storage needs a
-connection, so that is checked when the driver joins (sweep/run/cluster.py).
+Each raises :class:`ConfigError` naming the key, the bad value and the fix (exit 2). A
+``_target_`` is checked by reading its module's source, not by importing it: the user's
+model imports torch and Lightning (~5 s), which the driver of a sweep never needs, and a
+module is imported only when its source cannot tell. A remote Ray cluster's head is
+reached here; whether every node sees the shared storage needs a connection, so that is
+checked when the driver joins (sweep/run/cluster.py).
 """
 
 from __future__ import annotations
 
+import ast
+import importlib.machinery
+import importlib.util
 import os
 import tempfile
 import urllib.error
@@ -16,8 +21,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 # What instantiate() itself resolves a _target_ with; hydra.utils.get_object also logs.
 from hydra._internal.utils import _locate
 
@@ -25,7 +28,6 @@ from sweep.config.settings import Settings
 from sweep.config.space import apply_values
 from sweep.errors import ConfigError
 from sweep.run.cluster import check_resources, reach_head, shared_storage
-from sweep.run.trial import build_datamodule
 
 # Seconds to wait for a tracking server's /health before calling it unreachable.
 TRACKING_TIMEOUT_S = 5.0
@@ -61,18 +63,80 @@ def check_targets(node: Any, path: str) -> None:
     if not isinstance(node, dict):
         return
     target = node.get("_target_")
-    if isinstance(target, str):
-        try:
-            _locate(target)
-        except Exception as exc:  # ImportError, AttributeError, or the module's own error
-            reason = str(exc).strip().splitlines()[-1]  # "Are you sure that ...?"
-            raise ConfigError(
-                f"{path}._target_",
-                f"cannot import {target!r}: {reason} Install its package, or run sweep "
-                "from the folder that holds it",
-            ) from None
+    if isinstance(target, str) and not binding(target) and (reason := import_error(target)):
+        raise ConfigError(
+            f"{path}._target_",
+            f"cannot import {target!r}: {reason} Install its package, or run sweep "
+            "from the folder that holds it",
+        )
     for key, value in node.items():
         check_targets(value, f"{path}.{key}")
+
+
+def import_error(target: str) -> str | None:
+    """Why importing ``target`` fails, as Hydra's instantiate would see it; None if it works."""
+    try:
+        _locate(target)
+    except Exception as exc:  # ImportError, AttributeError, or the module's own error
+        return str(exc).strip().splitlines()[-1]  # "Are you sure that ...?"
+    return None
+
+
+def binding(target: str) -> ast.stmt | None:
+    """The statement of ``target``'s module that defines its name at the top level (a
+    class, a function, an import, an assignment), read from the source without importing
+    anything; None when the source cannot tell."""
+    module, _, name = target.rpartition(".")
+    source = module_source(module) if module else None
+    try:
+        body = ast.parse(source.read_bytes()).body if source else []
+    except (OSError, SyntaxError, ValueError):
+        return None  # importing it reports the error in the module's own words
+    for stmt in body:
+        if isinstance(stmt, ast.ClassDef | ast.FunctionDef) and stmt.name == name:
+            return stmt
+        bound = [a.asname or a.name for a in getattr(stmt, "names", [])]
+        bound += [t.id for t in getattr(stmt, "targets", []) if isinstance(t, ast.Name)]
+        if isinstance(stmt, ast.Import | ast.ImportFrom | ast.Assign) and name in bound:
+            return stmt
+    return None
+
+
+def has_check(target: str, depth: int = 0) -> bool | None:
+    """Whether the DataModule class ``target`` has a ``check()``, its own or a base's, told
+    from the sources; None when they cannot tell (a base that is not a plain name)."""
+    stmt, (module, _, name) = binding(target) if depth < 8 else None, target.rpartition(".")
+    if isinstance(stmt, ast.ImportFrom) and stmt.level == 0:  # imported there from elsewhere
+        original = next(a.name for a in stmt.names if (a.asname or a.name) == name)
+        return has_check(f"{stmt.module}.{original}", depth + 1)
+    if not isinstance(stmt, ast.ClassDef):
+        return None
+    if any(isinstance(item, ast.FunctionDef) and item.name == "check" for item in stmt.body):
+        return True
+    for base in stmt.bases:
+        if ast.unparse(base).endswith("LightningDataModule"):  # Lightning's own: no check()
+            continue
+        found = has_check(f"{module}.{base.id}", depth + 1) if isinstance(base, ast.Name) else None
+        if found is not False:
+            return found
+    return False
+
+
+def module_source(module: str) -> Path | None:
+    """The ``.py`` file of ``module``, found without importing it or its packages."""
+    top, *rest = module.split(".")
+    try:
+        spec = importlib.util.find_spec(top)  # a top-level name: nothing is imported
+        for i in range(len(rest)):
+            locations = spec.submodule_search_locations if spec else None
+            if not locations:
+                return None
+            name = ".".join([top, *rest[: i + 1]])
+            spec = importlib.machinery.PathFinder.find_spec(name, list(locations))
+    except (ImportError, ValueError):
+        return None
+    origin = spec.origin if spec else None
+    return Path(origin) if origin and origin.endswith(".py") else None
 
 
 def check_writable(output_dir: Path) -> None:
@@ -143,13 +207,19 @@ def local_resources(settings: Settings) -> dict[str, float]:
     cpus = settings.cluster.num_cpus or os.cpu_count() or 1
     gpus = settings.cluster.num_gpus
     if gpus is None and settings.gpus_per_trial > 0:
+        import torch  # only to count GPUs: a CPU sweep's driver never imports it
+
         gpus = torch.cuda.device_count()
     return {"CPU": float(cpus), "GPU": float(gpus or 0)}
 
 
 def check_data(data: dict[str, Any]) -> None:
     """Let a DataModule with a cheap ``check()`` (file and columns exist) fail fast."""
+    if has_check(data["_target_"]) is False:
+        return  # told by the source: nothing to import
     if hasattr(_locate(data["_target_"]), "check"):
+        from sweep.run.trial import build_datamodule  # Lightning: this DataModule needs it
+
         try:
             build_datamodule(data).check()  # type: ignore[attr-defined]
         except OSError as exc:

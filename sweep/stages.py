@@ -28,7 +28,7 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sweep.config.settings import Settings
 from sweep.config.space import Dimension
@@ -41,7 +41,9 @@ from sweep.run import tuner
 from sweep.run.signals import StopSignals
 from sweep.text import format_value, short_key
 from sweep.track import tags
-from sweep.track.tracker import Tracker
+
+if TYPE_CHECKING:  # mlflow: imported by the driver where the store opens
+    from sweep.track.tracker import Tracker
 
 FINISHED = "finished"
 

@@ -7,7 +7,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import yaml
@@ -18,7 +18,9 @@ from sweep.config.space import apply_values, config_values
 from sweep.folder import BEST_FILE, RESULTS_FILE
 from sweep.run.outcome import DIVERGED, ERROR, end_reason, trial_number
 from sweep.track import tags
-from sweep.track.tracker import Tracker
+
+if TYPE_CHECKING:  # mlflow: imported by the driver where the store opens
+    from sweep.track.tracker import Tracker
 
 # Hydra settings a standalone best.yaml needs to behave like conf/config.yaml.
 _HYDRA_DEFAULTS = [

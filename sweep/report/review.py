@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sweep.config.settings import Settings
 from sweep.folder import CHECKS_FILE, PLOTS_DIR
@@ -25,7 +25,9 @@ from sweep.report import plots
 from sweep.report.results import TrialRow
 from sweep.text import format_value, short_key, table
 from sweep.track import tags
-from sweep.track.tracker import Tracker
+
+if TYPE_CHECKING:  # mlflow: imported by the driver where the store opens
+    from sweep.track.tracker import Tracker
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ray import tune
 from ray.tune.experiment import Trial
@@ -20,7 +20,9 @@ from sweep.run import outcome
 from sweep.run.signals import StopSignals
 from sweep.text import describe_point
 from sweep.track import tags
-from sweep.track.tracker import Tracker
+
+if TYPE_CHECKING:  # mlflow: imported by the driver where the store opens
+    from sweep.track.tracker import Tracker
 
 Trials: TypeAlias = list[Trial]  # every trial of the experiment, as Tune's hooks get them
 SETUP_ERROR = re.compile(r"SetupError: (model|data): (.*)")

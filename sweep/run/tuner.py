@@ -7,7 +7,7 @@ import json
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import pyarrow.fs
@@ -20,12 +20,14 @@ from ray.tune.search.optuna import OptunaSearch
 from sweep.config.settings import Settings
 from sweep.config.space import Dimension, fixed_points
 from sweep.folder import SweepFolder
-from sweep.run import trial
 from sweep.run.callbacks import MlflowTrialLogger
 from sweep.run.outcome import TrialStopper
 from sweep.run.progress import ProgressLine
 from sweep.run.signals import StopSignals
-from sweep.track.tracker import Tracker
+from sweep.run.trainable import train
+
+if TYPE_CHECKING:  # mlflow: imported by the driver where the store opens
+    from sweep.track.tracker import Tracker
 
 
 def param_space(dims: list[Dimension]) -> dict[str, Any]:
@@ -118,7 +120,7 @@ def fit(
     ]
     trainable = tune.with_resources(
         tune.with_parameters(
-            trial.train,
+            train,
             base=base,
             dims=settings.dims,
             cpus=settings.cpus_per_trial,
