@@ -195,11 +195,10 @@ def open_store(settings: Settings) -> Tracker:
     # Imported here, in the thread that overlaps Ray's start: mlflow takes ~2 s to import.
     from sweep.track.tracker import Tracker
 
-    tracker = Tracker(settings.tracking_uri, settings.name)
-    # Importing mlflow installs its INFO logging: quiet it again before the store's
-    # "Creating initial MLflow database tables" lines reach the user's terminal.
+    # Importing mlflow installs its INFO logging: quiet it again before opening the store
+    # prints "Creating initial MLflow database tables" on the user's terminal.
     silence(settings.verbose)
-    return tracker
+    return Tracker(settings.tracking_uri, settings.name)
 
 
 def open_parent(
