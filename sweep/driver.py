@@ -39,7 +39,7 @@ from sweep.folder import (
 )
 from sweep.practice import advice
 from sweep.quiet import silence
-from sweep.report import results, review, summary
+from sweep.report import model, results, review, summary
 from sweep.run.cluster import start_ray
 from sweep.run.outcome import KILLED, mlflow_status
 from sweep.run.signals import StopSignals
@@ -156,11 +156,21 @@ def sweep_stages(sweep: stages.Sweep) -> int:
         {row.trial_id: (row.end_reason, mlflow_status(row.end_reason)) for row in rows}
     )
     signals.check()
+    best = results.best_row(rows)
+    logging_model = None
+    if best is not None and best.checkpoint and settings.best_model:
+        # In a Ray worker (~10 s, mostly imports), while this process writes the report.
+        cfg, name = apply_values(sweep.base, best.values), settings.register_model
+        run = (tracker.uri, tracker.parent_run_id)
+        logging_model = model.publish(cfg, best.checkpoint, *run, name)
     findings = review.review(rows, settings, outcome.rounds(settings.mode), folder.path)
     signals.check()
     findings.record(folder.path, tracker)
     review_lines = findings.lines(settings.metric)
     result = results.finish(rows, settings, sweep.base, folder.path, tracker, review_lines)
+    if logging_model is not None:
+        result.model, warning = logging_model()
+        result.warnings += [warning] if warning else []
     description = summary.describe(settings, folder.path)
     tracker.set_tags({tags.NOTE: summary.note(result, settings, description)})
     signals.check()  # the last moment a stop leaves the sweep to resume
@@ -207,6 +217,8 @@ def open_parent(
     """The sweep's MLflow parent run: a new one, or the resumed sweep's own."""
     folder.path.mkdir(parents=True, exist_ok=True)
     state = folder.read_state()
+    command = shlex.join(["sweep", *sys.argv[1:]])
+    tracker.record_provenance(command, git_commit(), redact(base.get("data", {})))
     if state.get("parent_run_id"):
         tracker.resume_parent(state["parent_run_id"])
         print(f"Resuming sweep {folder.path}")
@@ -218,9 +230,6 @@ def open_parent(
             tags.SEED: str(settings.seed),
             tags.NOTE: summary.describe(settings, folder.path),
         }
-        commit = git_commit()
-        if commit:
-            run_tags[tags.GIT_COMMIT] = commit
         name = f"sweep {folder.path.name}"
         run_id = tracker.start_parent(name, folder.path, run_tags, flatten(redact(base)))
         folder.write_state(parent_run_id=run_id, experiment_id=tracker.experiment_id)

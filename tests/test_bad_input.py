@@ -65,6 +65,9 @@ CASES: list[tuple[tuple[str, ...], str, str]] = [
     ),
     (("data=tabular", "data.target=y"), "data.path", "is required (???) and not set"),
     (("resume=true",), "resume", "no sweep named 'mlp_digits'"),
+    (("register_model=a/b",), "register_model", "'a/b' is not a model name"),
+    (("best_model=false", "register_model=digits"), "register_model", "needs best_model=true"),
+    (("best_model=maybe",), "best_model", "'maybe' is not true or false"),
     (("resume=/no/such/sweep",), "resume", "or resume=true for the newest sweep"),
     # Found before Ray starts, not in every trial: imports and the types a choice replaces.
     (

@@ -31,8 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import mlflow
+import mlflow.pytorch
 import psutil
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import SWEEP, run_sweep
@@ -255,7 +258,10 @@ def one_line_error(proc: subprocess.CompletedProcess, key: str) -> str:
 def spread(cluster: Cluster, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     cwd = tmp_path_factory.mktemp("spread")
     proc = subprocess.run(
-        [SWEEP, *sweep_args(cluster, "spread", *TRIALS, f"trainer.max_epochs={SPREAD_EPOCHS}")],
+        [SWEEP, *sweep_args(
+            cluster, "spread", *TRIALS, f"trainer.max_epochs={SPREAD_EPOCHS}",
+            "register_model=spread_best",
+        )],
         cwd=cwd, env=sweep_env(cluster), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -279,6 +285,15 @@ def test_mlflow_server_has_the_parent_and_every_trial(cluster: Cluster, spread) 
     for child in children:
         history = client.get_metric_history(child.info.run_id, "val_acc")
         assert sorted(m.step for m in history) == list(range(1, SPREAD_EPOCHS + 1))
+
+
+def test_the_best_model_is_registered_on_the_server(cluster: Cluster, spread) -> None:
+    """Logged by a task on the cluster, through the server's artifact proxy; loaded here."""
+    parent, _, client = runs(cluster, "spread")
+    assert client.get_model_version("spread_best", "1").run_id == parent.info.run_id
+    mlflow.set_tracking_uri(cluster.tracking_uri)
+    logged = mlflow.pytorch.load_model("models:/spread_best/1")
+    assert logged(torch.zeros(2, 64)).shape == (2, 10)
 
 
 def test_checkpoints_live_on_the_shared_storage(cluster: Cluster, spread) -> None:

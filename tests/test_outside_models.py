@@ -2,7 +2,8 @@
 (tests/examples/lht: a nested `_target_` network, `_partial_` optimizer and scheduler kept
 by save_hyperparameters, metrics named `val/acc`, configs without `name:`), installed from
 its own folder. What works for our models must work for it: a lost worker is retried from
-its checkpoint, a killed driver resumes, and nothing of a killed sweep stays alive."""
+its checkpoint, a killed driver resumes, nothing of a killed sweep stays alive, and its
+best model loads back from MLflow."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
+import mlflow.pytorch
 import psutil
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, Sweep, run_sweep
@@ -96,6 +100,11 @@ def test_a_lost_worker_and_a_killed_driver_resume_an_outside_model(tmp_path: Pat
     for reports in results(tmp_path).values():  # every trial to its last epoch, no restart
         epochs = [int(r["epoch"]) for r in reports]
         assert epochs[-1] == EPOCHS and epochs.count(1) == 1, epochs
+    # Its best model (a nested network, a partial optimizer in its hparams) is in MLflow.
+    model_uri = next(line.split()[1] for line in proc.stdout.splitlines() if "  model  " in line)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    logged = mlflow.pytorch.load_model(model_uri)
+    assert logged(torch.zeros(3, 64)).shape == (3, 10)
 
 
 def test_a_model_that_cannot_be_built_stops_the_sweep_in_one_line(tmp_path: Path) -> None:

@@ -40,6 +40,9 @@ COVERED: dict[str, str] = {
     "sweep --config-dir sweeps/mlp_digits/<timestamp> --config-name best single_trial=true": (
         "tests/test_sweep_end_to_end.py::test_best_config_re_runs_as_a_single_trial"
     ),
+    "sweep register_model=digits_mlp": (
+        "tests/test_best_model.py::test_the_best_model_is_registered_and_predicts_like_its_checkpoint"
+    ),
     # Compare in MLflow: the browser test serves a sweep with the command its summary
     # printed, which it checks is this one with the database's absolute path.
     "mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000": (

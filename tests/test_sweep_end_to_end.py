@@ -70,6 +70,10 @@ def test_mlflow_parent_and_nested_children(small_sweep) -> None:
         assert {"train_loss", "train_acc", "val_loss"} <= set(child.data.metrics)
         stopped = child.data.tags["sweep.end_reason"] == "stopped_early"
         assert (len(steps) < 4) == stopped
+        # The runs table's Source and Dataset columns.
+        assert child.data.tags["mlflow.source.name"].startswith("sweep ")
+        names = sorted(i.dataset.name for i in child.inputs.dataset_inputs)
+        assert names == ["digits-train", "digits-val"]
 
 
 def test_results_table_and_best_config_agree_with_mlflow(small_sweep) -> None:

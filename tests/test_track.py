@@ -144,3 +144,26 @@ def test_writer_runs_calls_in_order_and_keeps_errors(store) -> None:
     tracker.writer.flush()
     assert seen == [0, 1, 2, 3, 4]
     assert tracker.writer.errors == ["ZeroDivisionError: division by zero"]
+
+
+def test_runs_name_their_source_and_the_data_they_saw(store) -> None:
+    """The runs table's Source and Dataset columns: the command and commit, and one input
+    per split, whose digest changes exactly when the examples would."""
+    tracker, client = store
+    data = {"_target_": "models.digits.DigitsDataModule", "name": "digits", "seed": 0}
+    tracker.record_provenance("sweep num_samples=4", "abc123", data)
+    child = client.get_run(tracker.open_child("t1", "trial 001", {}))
+    assert child.data.tags[tags.SOURCE_NAME] == "sweep num_samples=4"
+    assert child.data.tags[tags.SOURCE_TYPE] == "LOCAL"
+    assert child.data.tags[tags.GIT_COMMIT] == "abc123"
+    inputs = {i.tags[0].value: i.dataset for i in child.inputs.dataset_inputs}
+    assert sorted(inputs) == ["training", "validation"]
+    assert inputs["training"].name == "digits-train"
+    assert '"_target_": "models.digits.DigitsDataModule"' in inputs["training"].source
+    assert inputs["training"].digest != inputs["validation"].digest
+    # Another seed splits the examples differently: another digest.
+    tracker.record_provenance("sweep seed=1", None, {**data, "seed": 1})
+    other = client.get_run(tracker.open_child("t2", "trial 002", {}))
+    assert tags.GIT_COMMIT not in other.data.tags
+    digests = {i.tags[0].value: i.dataset.digest for i in other.inputs.dataset_inputs}
+    assert digests["training"] != inputs["training"].digest

@@ -76,6 +76,8 @@ class Settings:
     dims: tuple[Dimension, ...]
     refine_rounds: int = 0  # coarse-to-fine rounds after the first (sweep/practice/refine.py)
     probe: str | None = None  # "batch_size": measure throughput instead of sweeping
+    best_model: bool = True  # log the best trial's model to the parent run (report/model.py)
+    register_model: str | None = None  # ... and register it in the Model Registry as this
 
 
 def load_settings(cfg: DictConfig) -> Settings:
@@ -129,6 +131,7 @@ def load_settings(cfg: DictConfig) -> Settings:
         dims=dims,
         refine_rounds=_integer(raw, "refine_rounds", minimum=0) if "refine_rounds" in raw else 0,
         probe=_check_probe(raw.get("probe")),
+        **_check_best_model(raw.get("best_model", True), raw.get("register_model")),
     )
 
 
@@ -275,6 +278,22 @@ def _check_searcher(section: dict[str, Any], dims: tuple[Dimension, ...]) -> Sea
         return Searcher(str(name), points)
     startup = _integer(section, "n_startup_trials", minimum=0, prefix="searcher.")
     return Searcher(str(name), points, startup)
+
+
+def _check_best_model(log: Any, register_as: Any) -> dict[str, Any]:
+    if not isinstance(log, bool):
+        raise ConfigError("best_model", f"{log!r} is not true or false; e.g. best_model=false")
+    if register_as in (None, ""):
+        return {"best_model": log, "register_model": None}
+    if not isinstance(register_as, str) or not re.fullmatch(r"[A-Za-z0-9][\w.-]*", register_as):
+        raise ConfigError(
+            "register_model",
+            f"{register_as!r} is not a model name; use letters, digits, '_', '.', '-'"
+            ", e.g. register_model=digits_mlp",
+        )
+    if not log:
+        raise ConfigError("register_model", "needs best_model=true: only a logged model registers")
+    return {"best_model": log, "register_model": register_as}
 
 
 def _check_probe(probe: Any) -> str | None:

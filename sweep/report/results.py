@@ -103,6 +103,11 @@ def rank(rows: list[TrialRow], mode: str) -> list[TrialRow]:
     return sorted(rows, key=key)
 
 
+def best_row(ranked: list[TrialRow]) -> TrialRow | None:
+    """The best trial of rows in :func:`rank`'s order: the first that reported the metric."""
+    return next((row for row in ranked if not math.isnan(row.best)), None)
+
+
 def table(rows: list[TrialRow], metric: str) -> pd.DataFrame:
     return pd.DataFrame(
         [
@@ -151,6 +156,7 @@ class SweepResult:
     warnings: list[str] = field(default_factory=list)
     # The post-sweep review (sweep/report/review.py), already rendered as lines.
     review_lines: list[str] = field(default_factory=list)
+    model: str = ""  # the best model in MLflow (sweep/report/model.py), when logged
 
     @property
     def status(self) -> str:
@@ -172,7 +178,7 @@ def finish(
     results_file = folder / RESULTS_FILE
     table(rows, metric).to_csv(results_file, index=False)
     tracker.log_artifact(results_file)
-    best = next((row for row in rows if not math.isnan(row.best)), None)
+    best = best_row(rows)
     best_file = None
     if best is not None:
         best_file = write_yaml(folder / BEST_FILE, best_config(base, best))

@@ -42,6 +42,7 @@ def render(result: SweepResult, settings: Settings, elapsed_s: float | None = No
             f"  re-train it  {retrain_command(result)}",
             f"  config       {result.best_file}",
             f"  checkpoint   {best.checkpoint}",
+            *([f"  model        {result.model}"] if result.model else []),
         ]
     lines += result.review_lines
     if result.warnings:

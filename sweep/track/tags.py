@@ -2,7 +2,9 @@
 
 PARENT = "mlflow.parentRunId"  # MLflow's own: nests a run under another
 NOTE = "mlflow.note.content"  # MLflow's own: the run description on the run page
-GIT_COMMIT = "mlflow.source.git.commit"
+GIT_COMMIT = "mlflow.source.git.commit"  # MLflow's own, with the two below: the Source column
+SOURCE_NAME = "mlflow.source.name"
+SOURCE_TYPE = "mlflow.source.type"
 
 SWEEP_DIR = "sweep.dir"  # parent: the output folder
 SEARCHER = "sweep.searcher"

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import json
 import os
 import queue
 import shutil
@@ -21,13 +23,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
 from sweep.track import tags as tag
 
 # MLflow's own limits per log_batch call.
 MAX_PARAMS_PER_BATCH = 100
+MAX_TAGS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAM_LENGTH = 6000
 MAX_TAG_LENGTH = 5000
@@ -91,6 +94,17 @@ class Tracker:
         self._trials_parent = ""
         self._trial_tags: dict[str, str] = {}
         self._child_runs: dict[str, str] = {}
+        self._source: dict[str, str] = {}
+        self._inputs: list[DatasetInput] = []
+
+    def record_provenance(self, command: str, commit: str | None, data: Mapping[str, Any]) -> None:
+        """Every run created from now on names the command and commit it came from (the
+        runs table's Source column) and the data it trained and validated on (the Dataset
+        column): ``data`` is the composed config's data section."""
+        self._source = {tag.SOURCE_NAME: command, tag.SOURCE_TYPE: "LOCAL"}
+        if commit:
+            self._source[tag.GIT_COMMIT] = commit
+        self._inputs = [_data_input(data, split) for split in ("training", "validation")]
 
     # ---- parent run -------------------------------------------------------------------
     def start_parent(
@@ -111,7 +125,9 @@ class Tracker:
 
     def set_tags(self, tags: Mapping[str, Any], run_id: str | None = None) -> None:
         items = [RunTag(k, _text(v, MAX_TAG_LENGTH)) for k, v in tags.items()]
-        self._client.log_batch(run_id or self.parent_run_id, tags=items)
+        for start in range(0, len(items), MAX_TAGS_PER_BATCH):
+            batch = items[start : start + MAX_TAGS_PER_BATCH]
+            self._client.log_batch(run_id or self.parent_run_id, tags=batch)
 
     def log_metrics(
         self, metrics: Mapping[str, float], step: int = 0, run_id: str | None = None
@@ -240,8 +256,11 @@ class Tracker:
                 _remove_local(location, up=0)
 
     def _create(self, run_name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> str:
-        run = self._client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags))
+        run_tags = {**self._source, **tags}
+        run = self._client.create_run(self.experiment_id, run_name=run_name, tags=run_tags)
         run_id: str = run.info.run_id
+        if self._inputs:
+            self._client.log_inputs(run_id, datasets=self._inputs)
         items = [Param(k, _text(v, MAX_PARAM_LENGTH)) for k, v in params.items()]
         for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
             self._client.log_batch(run_id, params=items[start : start + MAX_PARAMS_PER_BATCH])
@@ -281,6 +300,21 @@ def _store_lock(uri: str) -> Iterator[None]:
         yield
     finally:
         os.close(folder)  # closing releases the lock
+
+
+def _data_input(data: Mapping[str, Any], context: str) -> DatasetInput:
+    """A DataModule, as MLflow knows a dataset: built in code from its config section, so
+    the config (target and arguments) is its source, and a hash of it with the split is its
+    digest: two runs show the same digest exactly when they saw the same examples."""
+    config = {k: v for k, v in data.items() if k != "name"}
+    source = json.dumps(config, sort_keys=True, default=str)
+    target = str(data.get("_target_", "data")).rsplit(".", 1)[-1]
+    name = str(data.get("name") or target)
+    digest = hashlib.sha256(f"{source}|{context}".encode()).hexdigest()[:8]
+    profile = json.dumps({"split": context, "datamodule": data.get("_target_")})
+    short = {"training": "train", "validation": "val"}[context]
+    dataset = Dataset(f"{name}-{short}", digest, "code", source, profile=profile)
+    return DatasetInput(dataset, [InputTag("mlflow.data.context", context)])
 
 
 def _text(value: Any, limit: int) -> str:

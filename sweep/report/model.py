@@ -1,0 +1,105 @@
+"""After the sweep: the best trial's model, as an MLflow model on the parent run.
+
+Rebuilt from the trial's config and its best checkpoint, logged with ``mlflow.pytorch``
+(an input example from the validation data, and the signature it implies), and
+registered in the Model Registry under ``register_model=<name>`` with the parent run as
+its source. Loading it back: ``mlflow.pytorch.load_model(<models:/... URI>)``.
+
+It runs as a Ray task, beside the checkpoints and where torch is imported anyway, so the
+driver stays light (sweep/run/trainable.py says why). A model that cannot be logged
+(not picklable, an input example the model cannot take) costs a warning, not the sweep.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ray
+
+ARTIFACT = "model"  # the parent run's artifact folder of the best model
+# Long enough for a big model's upload to a server; a stuck one must not hold the summary.
+TIMEOUT_S = 600
+
+
+def publish(
+    cfg: dict[str, Any], checkpoint: str, uri: str, run_id: str, register_as: str | None
+) -> Callable[[], tuple[str, str | None]]:
+    """Start logging the model on the parent run ``run_id``, beside the driver's own
+    report; the returned call waits for (where it is, for the summary, None), or ("", the
+    warning that says why not)."""
+    task = ray.remote(num_cpus=1, max_retries=0)(_log_model)
+    ref = task.remote(cfg, checkpoint, uri, run_id, register_as)
+
+    def wait() -> tuple[str, str | None]:
+        try:
+            return str(ray.get(ref, timeout=TIMEOUT_S)), None
+        except Exception as exc:  # any failure is the model's, never the sweep's
+            cause = exc.cause if isinstance(exc, ray.exceptions.RayTaskError) else exc
+            text = " ".join(f"{type(cause).__name__}: {cause}".split())[:300]
+            return "", f"the best model was not logged to MLflow ({text})"
+
+    return wait
+
+
+def _log_model(
+    cfg: dict[str, Any], checkpoint: str, uri: str, run_id: str, register_as: str | None
+) -> str:
+    # In the Ray worker: these imports are what the driver never pays.
+    import lightning as L
+    import mlflow
+    import mlflow.pytorch
+    import torch
+    from mlflow.models import infer_signature
+
+    from sweep.quiet import silence
+    from sweep.run.trial import CHECKPOINT_FILE, build, written_by_sweep
+
+    silence()
+    model, datamodule = build(cfg)
+    folder = Path(checkpoint)
+    state = torch.load(
+        folder / CHECKPOINT_FILE, map_location="cpu", weights_only=not written_by_sweep(folder)
+    )
+    model.load_state_dict(state["state_dict"])
+    model.eval()
+    example = input_example(datamodule)
+    signature = None
+    if example is not None:
+        with torch.no_grad():
+            output = model(torch.as_tensor(example))
+        signature = infer_signature(example, output.numpy())
+    mlflow.set_tracking_uri(uri)
+    # The parent run stays RUNNING: the driver ends it, with the sweep's own status.
+    mlflow.start_run(run_id=run_id)
+    try:
+        info = mlflow.pytorch.log_model(
+            model,
+            name=ARTIFACT,
+            input_example=example,
+            signature=signature,
+            # Pinned here: inferring them runs the model again in a subprocess (~10 s).
+            pip_requirements=[f"torch=={torch.__version__}", f"lightning=={L.__version__}"],
+            registered_model_name=register_as,
+            # Serving the example through a reloaded copy: ~2 s; the test loads it instead.
+            validate_serving_input=False,
+        )
+    finally:
+        mlflow.end_run("RUNNING")
+    if register_as:
+        version = info.registered_model_version
+        return f"{info.model_uri} (registered: models:/{register_as}/{version})"
+    return str(info.model_uri)
+
+
+def input_example(datamodule: Any) -> Any:
+    """The first inputs of a validation batch (numpy, at most 5 rows), or None when the
+    batch is not a tensor or an (inputs, targets) pair."""
+    import torch
+
+    batch = next(iter(datamodule.val_dataloader()))
+    inputs = batch[0] if isinstance(batch, (list, tuple)) else batch
+    if not isinstance(inputs, torch.Tensor):
+        return None
+    return inputs[:5].cpu().numpy()
