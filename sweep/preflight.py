@@ -27,6 +27,7 @@ from hydra._internal.utils import _locate
 from sweep.config.settings import Settings
 from sweep.config.space import apply_values
 from sweep.errors import ConfigError
+from sweep.run import warm_start
 from sweep.run.cluster import check_resources, reach_head, shared_storage
 
 # Seconds to wait for a tracking server's /health before calling it unreachable.
@@ -51,6 +52,11 @@ def check(settings: Settings, base: dict[str, Any]) -> Settings:
             raise ConfigError(f"{section}._target_", "missing; name your Lightning class")
         check_targets(cfg[section], section)
     check_data(cfg["data"])
+    if settings.searcher.warm_start and not settings.single_trial:
+        warm = warm_start.load(settings)
+        evaluated = tuple(zip(warm.points, warm.rewards, strict=True))
+        searcher = replace(settings.searcher, evaluated=evaluated, warm_notice=warm.notice)
+        settings = replace(settings, searcher=searcher)
     return settings
 
 

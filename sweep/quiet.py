@@ -47,6 +47,10 @@ SILENCED_ENV: dict[str, tuple[str, str]] = {
         "Tune warns when experiment state is snapshotted often; we checkpoint every epoch "
         "with num_to_keep=1 on purpose (resume loses at most one epoch).",
     ),
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": (
+        "false",
+        "A warm start from a run id downloads its results.csv: a progress bar for one file.",
+    ),
 }
 
 # Loggers whose INFO lines are start-up banners ("GPU available: False", "Seed set to 0"...).

@@ -68,6 +68,17 @@ CASES: list[tuple[tuple[str, ...], str, str]] = [
     (("register_model=a/b",), "register_model", "'a/b' is not a model name"),
     (("best_model=false", "register_model=digits"), "register_model", "needs best_model=true"),
     (("best_model=maybe",), "best_model", "'maybe' is not true or false"),
+    (("searcher.warm_start=/tmp",), "searcher.warm_start", "random search does not learn"),
+    (
+        ("searcher=tpe", "searcher.warm_start=nonsense"),
+        "searcher.warm_start",
+        "'nonsense' is neither a sweep folder nor an MLflow run id",
+    ),
+    (
+        ("searcher=tpe", "searcher.warm_start=0123456789abcdef0123456789abcdef"),
+        "searcher.warm_start",
+        "no MLflow store at sqlite:///",
+    ),
     (("resume=/no/such/sweep",), "resume", "or resume=true for the newest sweep"),
     # Found before Ray starts, not in every trial: imports and the types a choice replaces.
     (

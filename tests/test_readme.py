@@ -63,6 +63,9 @@ COVERED: dict[str, str] = {
         "tests/test_faults.py::test_the_sweep_goes_on_and_says_what_failed"
     ),
     # Tuning practice
+    "sweep searcher=tpe searcher.warm_start=sweeps/mlp_digits/<timestamp>": (
+        "tests/test_warm_start.py::test_a_sweep_warm_starts_from_another_sweeps_folder"
+    ),
     "sweep refine_rounds=2": (
         "tests/test_tuning_practice.py::test_refinement_narrows_around_an_inside_optimum"
     ),

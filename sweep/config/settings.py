@@ -35,6 +35,11 @@ class Searcher:
     name: str
     points: list[Any] | None = None  # configs tried first, nested like the search space
     n_startup_trials: int = 8  # tpe: random trials before its model kicks in
+    warm_start: str | None = None  # tpe: an earlier sweep's folder or MLflow parent run id
+    # Filled in by preflight from warm_start (sweep/run/warm_start.py): its trials as
+    # (point as the searcher sees it, best metric), and the line that says what was kept.
+    evaluated: tuple[tuple[dict[str, Any], float], ...] = ()
+    warm_notice: str = ""
 
 
 @dataclass(frozen=True)
@@ -274,10 +279,13 @@ def _check_searcher(section: dict[str, Any], dims: tuple[Dimension, ...]) -> Sea
         )
     points = section.get("points")
     fixed_points(list(dims), points)  # validated here, before anything starts
+    warm = section.get("warm_start") or None
+    if warm is not None and not isinstance(warm, str):
+        raise ConfigError("searcher.warm_start", f"{warm!r} is not a sweep folder or run id")
     if "n_startup_trials" not in section:
-        return Searcher(str(name), points)
+        return Searcher(str(name), points, warm_start=warm)
     startup = _integer(section, "n_startup_trials", minimum=0, prefix="searcher.")
-    return Searcher(str(name), points, startup)
+    return Searcher(str(name), points, startup, warm_start=warm)
 
 
 def _check_best_model(log: Any, register_as: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from sweep.config.settings import Settings
 
 
 def before_sweep(settings: Settings) -> list[str]:
-    notices = []
+    notices = [settings.searcher.warm_notice] if settings.searcher.warm_notice else []
     n = settings.num_samples
     if settings.searcher.name == "quasi_random" and n & (n - 1):
         lower, upper = 1 << (n.bit_length() - 1), 1 << n.bit_length()

@@ -83,8 +83,15 @@ def make_searcher(settings: Settings) -> SearchAlgorithm | Any:
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         sampler = optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=settings.seed)
     else:
+        # Warm-started, the same seed would replay the earlier sweep's random start.
+        seed = settings.seed + len(settings.searcher.evaluated)
         sampler = optuna.samplers.TPESampler(
-            seed=settings.seed, n_startup_trials=settings.searcher.n_startup_trials
+            seed=seed, n_startup_trials=settings.searcher.n_startup_trials
+        )
+    if settings.searcher.evaluated:  # a warm start: points TPE knows without running them
+        known, rewards = zip(*settings.searcher.evaluated, strict=True)
+        return OptunaSearch(
+            sampler=sampler, points_to_evaluate=list(known), evaluated_rewards=list(rewards)
         )
     return OptunaSearch(sampler=sampler, points_to_evaluate=points)
 
