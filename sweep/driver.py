@@ -217,8 +217,8 @@ def open_parent(
     """The sweep's MLflow parent run: a new one, or the resumed sweep's own."""
     folder.path.mkdir(parents=True, exist_ok=True)
     state = folder.read_state()
-    command = shlex.join(["sweep", *sys.argv[1:]])
-    tracker.record_provenance(command, git_commit(), redact(base.get("data", {})))
+    data = redact(base.get("data", {}))
+    tracker.record_provenance(summary.command_line(), git_commit(), data)
     if state.get("parent_run_id"):
         tracker.resume_parent(state["parent_run_id"])
         print(f"Resuming sweep {folder.path}")

@@ -114,9 +114,15 @@ def _redact_override(arg: str) -> str:
 
 
 # ---- the MLflow parent run's description (Markdown) -------------------------------------
+def command_line(command: Sequence[str] | None = None) -> str:
+    """The user's ``sweep ...`` command (``command``: its arguments; default this
+    process's), quoted for a shell, secrets redacted: MLflow shows it on every run."""
+    args = sys.argv[1:] if command is None else command
+    return shlex.join(["sweep", *map(_redact_override, args)])
+
+
 def describe(settings: Settings, folder: Path, command: Sequence[str] | None = None) -> str:
     """What the sweep is, written when it starts: budget, search, what is tuned and how."""
-    argv = ["sweep", *map(_redact_override, sys.argv[1:] if command is None else command)]
     scheduler = settings.scheduler
     stopping = (
         f"ASHA early stopping (grace {scheduler.grace_period} epochs, "
@@ -135,7 +141,7 @@ def describe(settings: Settings, folder: Path, command: Sequence[str] | None = N
         lines += [f"| `{d.key}` | {d.type} | {_range(d)} |" for d in settings.dims]
     else:
         lines.append("Nothing tuned: every trial trains the same config.")
-    lines += ["", f"Command: `{shlex.join(argv)}`  ", f"Output folder: `{folder}`"]
+    lines += ["", f"Command: `{command_line(command)}`  ", f"Output folder: `{folder}`"]
     return "\n".join(lines)
 
 
