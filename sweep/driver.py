@@ -202,12 +202,10 @@ def in_background(call: Any, *args: Any) -> Future:
 
 
 def open_store(settings: Settings) -> Tracker:
-    # Imported here, in the thread that overlaps Ray's start: mlflow takes ~2 s to import.
+    # Imported here, in the thread that overlaps Ray's start: mlflow takes ~2 s to import
+    # (at the level sweep/quiet.py set in MLFLOW_LOGGING_LEVEL).
     from sweep.track.tracker import Tracker
 
-    # Importing mlflow installs its INFO logging: quiet it again before opening the store
-    # prints "Creating initial MLflow database tables" on the user's terminal.
-    silence(settings.verbose)
     return Tracker(settings.tracking_uri, settings.name)
 
 

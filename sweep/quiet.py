@@ -47,6 +47,11 @@ SILENCED_ENV: dict[str, tuple[str, str]] = {
         "Tune warns when experiment state is snapshotted often; we checkpoint every epoch "
         "with num_to_keep=1 on purpose (resume loses at most one epoch).",
     ),
+    "MLFLOW_LOGGING_LEVEL": (
+        "WARNING",
+        "mlflow sets its own loggers to this level when it is imported, which happens late "
+        "(where the store opens): INFO would print 'Creating initial MLflow database tables'.",
+    ),
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": (
         "false",
         "A warm start from a run id downloads its results.csv: a progress bar for one file.",

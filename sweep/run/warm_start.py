@@ -24,7 +24,6 @@ from sweep.config.settings import Settings
 from sweep.config.space import to_value
 from sweep.errors import ConfigError
 from sweep.folder import RESULTS_FILE
-from sweep.quiet import silence
 from sweep.run.tuner import param_space
 
 KEY = "searcher.warm_start"
@@ -109,7 +108,6 @@ def _results(source: str, tracking_uri: str) -> pd.DataFrame:
     from mlflow.exceptions import MlflowException  # only for this case: ~2 s to import
     from mlflow.tracking import MlflowClient
 
-    silence()  # importing mlflow turned its INFO logging back on
     with tempfile.TemporaryDirectory() as scratch:
         try:
             path = MlflowClient(tracking_uri).download_artifacts(source, RESULTS_FILE, scratch)
