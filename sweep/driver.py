@@ -77,14 +77,19 @@ def prepare_and_run(cfg: DictConfig, signals: StopSignals) -> int:
         from sweep.practice.batch_size import run_probe  # Lightning, in this process
 
         return run_probe(base, settings)
+    added = None
     if settings.resume:
         folder = folder_to_resume(settings.output_dir, settings.name, settings.resume)
-        if folder.read_state().get("status") == FINISHED:
-            print(f"Sweep {folder.path} already finished; nothing to resume.")
+        added = stages.extension(settings, folder)  # num_samples above the sweep's trials
+        if added is None and folder.read_state().get("status") == FINISHED:
+            print(
+                f"Sweep {folder.path} already finished; nothing to resume. To add trials, "
+                "raise num_samples (the sweep's total)."
+            )
             return 0
     else:
         folder = new_folder(settings.output_dir, settings.name)
-    return run_sweep(settings, base, folder, signals)
+    return run_sweep(settings, base, folder, signals, added)
 
 
 def run_single_trial(base: dict[str, Any], settings: Settings) -> int:
@@ -105,7 +110,11 @@ def run_single_trial(base: dict[str, Any], settings: Settings) -> int:
 
 
 def run_sweep(
-    settings: Settings, base: dict[str, Any], folder: SweepFolder, signals: StopSignals
+    settings: Settings,
+    base: dict[str, Any],
+    folder: SweepFolder,
+    signals: StopSignals,
+    added: stages.Part | None = None,
 ) -> int:
     """The sweep, and the one place that turns a stop signal, whenever it came, into a
     clean stop: runs KILLED, state saved, the resume command, exit 128 + signal."""
@@ -124,7 +133,7 @@ def run_sweep(
         with signals.around_ray_start():
             reaper = start_ray(settings)
         tracker = preparing.result() if preparing else open_store(settings)
-        open_parent(tracker, settings, base, folder)
+        open_parent(tracker, settings, base, folder, added)
         signals.check()
         code = sweep_stages(stages.Sweep(settings, base, folder, tracker, signals))
     except BaseException:
@@ -166,7 +175,7 @@ def sweep_stages(sweep: stages.Sweep) -> int:
     findings = review.review(rows, settings, outcome.rounds(settings.mode), folder.path)
     signals.check()
     findings.record(folder.path, tracker)
-    review_lines = findings.lines(settings.metric)
+    review_lines = outcome.part_lines() + findings.lines(settings.metric)
     result = results.finish(rows, settings, sweep.base, folder.path, tracker, review_lines)
     if logging_model is not None:
         result.model, warning = logging_model()
@@ -210,16 +219,27 @@ def open_store(settings: Settings) -> Tracker:
 
 
 def open_parent(
-    tracker: Tracker, settings: Settings, base: dict[str, Any], folder: SweepFolder
+    tracker: Tracker,
+    settings: Settings,
+    base: dict[str, Any],
+    folder: SweepFolder,
+    added: stages.Part | None = None,
 ) -> None:
-    """The sweep's MLflow parent run: a new one, or the resumed sweep's own."""
+    """The sweep's MLflow parent run: a new one, or the resumed sweep's own (with the
+    trials an extension ``added``)."""
     folder.path.mkdir(parents=True, exist_ok=True)
     state = folder.read_state()
     data = redact(base.get("data", {}))
     tracker.record_provenance(summary.command_line(), git_commit(), data)
     if state.get("parent_run_id"):
         tracker.resume_parent(state["parent_run_id"])
-        print(f"Resuming sweep {folder.path}")
+        if added is None:
+            print(f"Resuming sweep {folder.path}")
+        else:
+            had = stages.parts(settings, folder)
+            total = sum(part.trials for part in had)
+            folder.write_state(**{stages.PARTS: [p.record() for p in (*had, added)]})
+            print(f"Extending sweep {folder.path}: {total} → {total + added.trials} trials")
     else:
         config_file = results.write_yaml(folder.path / CONFIG_FILE, redact(base))
         run_tags = {
@@ -230,7 +250,12 @@ def open_parent(
         }
         name = f"sweep {folder.path.name}"
         run_id = tracker.start_parent(name, folder.path, run_tags, flatten(redact(base)))
-        folder.write_state(parent_run_id=run_id, experiment_id=tracker.experiment_id)
+        first = stages.Part(settings.num_samples, settings.dims)
+        folder.write_state(
+            parent_run_id=run_id,
+            experiment_id=tracker.experiment_id,
+            **{stages.PARTS: [first.record()]},
+        )
         tracker.log_artifact(config_file)
     folder.write_state(status=RUNNING)
 

@@ -54,8 +54,9 @@ def check(settings: Settings, base: dict[str, Any]) -> Settings:
     check_data(cfg["data"])
     if settings.searcher.warm_start and not settings.single_trial:
         warm = warm_start.load(settings)
-        evaluated = tuple(zip(warm.points, warm.rewards, strict=True))
-        searcher = replace(settings.searcher, evaluated=evaluated, warm_notice=warm.notice)
+        searcher = replace(
+            settings.searcher, evaluated=warm.known.evaluated, warm_notice=warm.notice
+        )
         settings = replace(settings, searcher=searcher)
     return settings
 

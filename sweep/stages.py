@@ -32,12 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 from sweep.config.settings import Settings
 from sweep.config.space import Dimension
+from sweep.errors import ConfigError
 from sweep.folder import TUNE_DIR, SweepFolder
 from sweep.practice import boundary
 from sweep.practice.refine import refine_space
 from sweep.report.results import TrialRow, collect, rank
 from sweep.report.review import Round
-from sweep.run import tuner
+from sweep.run import tuner, warm_start
 from sweep.run.signals import StopSignals
 from sweep.text import format_value, short_key
 from sweep.track import tags
@@ -46,6 +47,7 @@ if TYPE_CHECKING:  # mlflow: imported by the driver where the store opens
     from sweep.track.tracker import Tracker
 
 FINISHED = "finished"
+PARTS = "parts"  # state.json: the parts of an extended sweep (Part.record)
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ class Stage:
     fixed: tuple[tuple[str, Any], ...] = ()  # the scientific values this stage runs with
     round: int = 1  # 1-based
     rounds: int = 1  # rounds in its chain
+    part: int = 1  # 1-based: a plain sweep extended by ``resume=… num_samples=…`` has several
+    parts: int = 1
 
     @property
     def nested(self) -> bool:
@@ -66,6 +70,8 @@ class Stage:
 
     @property
     def label(self) -> str:
+        if self.parts > 1:
+            return f"part {self.part}"
         parts = [self.group] if self.fixed else []
         if self.rounds > 1:
             parts.append(f"round {self.round}/{self.rounds}")
@@ -80,6 +86,8 @@ class Stage:
 
     @property
     def tune_dir(self) -> str:
+        if self.part > 1:
+            return f"{TUNE_DIR}-part{self.part}"
         return f"{TUNE_DIR}-{self.slug}" if self.nested else TUNE_DIR
 
 
@@ -115,9 +123,72 @@ class Outcome:
         """The stages of refinement chains, for the review's round table."""
         return [s.as_round(mode) for s in self.stages if s.stage.rounds > 1]
 
+    def part_lines(self) -> list[str]:
+        """An extended sweep, for the summary: which trials ran in which space."""
+        done = [s for s in self.stages if s.stage.parts > 1]
+        if not done:
+            return []
+        lines = ["", "Parts (each extension continued the trials before it):"]
+        for result in done:
+            numbers = [row.number for row in result.rows] or [0]
+            changed = "  (space changed)" if result.dims != done[0].dims else ""
+            lines.append(
+                f"  {result.stage.label}: trials {min(numbers)}-{max(numbers)}, "
+                f"{describe_space(result.dims)}{changed}"
+            )
+        return lines
 
-def plan(settings: Settings) -> Iterator[Stage]:
-    """Every stage in the order it runs: one per round of each scientific value's chain."""
+
+@dataclass(frozen=True)
+class Part:
+    """Trials added to a plain sweep at one time: as it was started, then each extension
+    (``sweep resume=<folder> num_samples=<new total>``), with the space they searched."""
+
+    trials: int  # num_samples of this part
+    dims: tuple[Dimension, ...]
+
+    def record(self) -> dict[str, Any]:
+        return {"trials": self.trials, "dims": [dataclasses.asdict(d) for d in self.dims]}
+
+    @classmethod
+    def read(cls, record: dict[str, Any]) -> Part:
+        dims = (Dimension(**{**d, "values": tuple(d["values"])}) for d in record["dims"])
+        return cls(int(record["trials"]), tuple(dims))
+
+
+def parts(settings: Settings, folder: SweepFolder) -> list[Part]:
+    """The parts of the sweep in ``folder`` (one, for a sweep from before parts were
+    recorded: it searched the space on the command line)."""
+    recorded = folder.read_state().get(PARTS)
+    if recorded:
+        return [Part.read(record) for record in recorded]
+    return [Part(settings.num_samples, settings.dims)]
+
+
+def extension(settings: Settings, folder: SweepFolder) -> Part | None:
+    """The part that a resume with a larger ``num_samples`` adds (None: nothing to add).
+    ``num_samples`` is the sweep's total; raises ConfigError where that cannot grow."""
+    have = sum(part.trials for part in parts(settings, folder))
+    if settings.num_samples <= have:
+        return None
+    staged = settings.refine_rounds or any(d.role == "scientific" for d in settings.dims)
+    if staged:
+        raise ConfigError(
+            "num_samples",
+            f"{settings.num_samples} would extend {folder.path}, but only a plain sweep "
+            "grows; a refinement or scientific sweep's rounds compare equal budgets: start "
+            "a new sweep (searcher.warm_start=<folder> reuses its trials)",
+        )
+    return Part(settings.num_samples - have, settings.dims)
+
+
+def plan(settings: Settings, sweep_parts: list[Part] | None = None) -> Iterator[Stage]:
+    """Every stage in the order it runs: one per part of a plain sweep, or one per round
+    of each scientific value's chain."""
+    if sweep_parts and len(sweep_parts) > 1:
+        for number in range(1, len(sweep_parts) + 1):
+            yield Stage(part=number, parts=len(sweep_parts))
+        return
     scientific = [d for d in settings.dims if d.role == "scientific"]
     rounds = settings.refine_rounds + 1
     for combo in itertools.product(*(d.values for d in scientific)):
@@ -140,6 +211,9 @@ class Sweep:
 def run(sweep: Sweep) -> Outcome:
     """Run (or resume) every stage of the plan in order."""
     settings = sweep.settings
+    sweep_parts = parts(settings, sweep.folder)
+    if len(sweep_parts) > 1:
+        return run_parts(sweep, sweep_parts)
     outcome = Outcome()
     nuisance = [d for d in settings.dims if d.role != "scientific"]
     space: list[Dimension] = []
@@ -165,13 +239,61 @@ def run(sweep: Sweep) -> Outcome:
     return outcome
 
 
+def run_parts(sweep: Sweep, sweep_parts: list[Part]) -> Outcome:
+    """An extended plain sweep: each part after the first continues all trials before it."""
+    outcome = Outcome()
+    earlier: list[TrialRow] = []
+    for stage, part in zip(plan(sweep.settings, sweep_parts), sweep_parts, strict=True):
+        result = run_stage(stage, list(part.dims), sweep, part.trials, earlier)
+        if isinstance(result, Outcome):  # cut short: by a signal, or by bad input
+            return dataclasses.replace(result, stages=outcome.stages)
+        outcome.stages.append(result)
+        earlier = earlier + result.rows
+    return outcome
+
+
+def continued(settings: Settings, earlier: list[TrialRow]) -> tuple[Settings, str]:
+    """Settings for a part that continues the sweep's earlier trials, and the line that
+    says how: the searcher knows their points (tpe learns from them, quasi_random goes on
+    along its Sobol sequence, random draws from a stream of its own), ASHA's rungs start
+    from their values, and the new trials are numbered after theirs."""
+    known = warm_start.searchable(settings, [(row.values, row.best) for row in earlier])
+    searcher = dataclasses.replace(
+        settings.searcher,
+        points=None,  # tried in the first part
+        evaluated=settings.searcher.evaluated + known.evaluated,
+        drawn=len(earlier),
+    )
+    reports = tuple(row.reports(settings.metric) for row in earlier)
+    scheduler = dataclasses.replace(settings.scheduler, earlier=reports)
+    first = max(row.number for row in earlier) + 1 if earlier else 0
+    how = {
+        "tpe": f"tpe learns from the {len(known.points)} earlier trials{known.left_out}",
+        "quasi_random": f"quasi_random goes on along its Sobol sequence ({len(earlier)} drawn)",
+        "random": "random draws new points",
+    }[searcher.name]
+    if scheduler.name == "asha":
+        how += "; ASHA's rungs hold the earlier trials' values"
+    changed = dataclasses.replace(
+        settings, searcher=searcher, scheduler=scheduler, trial_offset=first
+    )
+    return changed, how
+
+
 def _union(a: Dimension, b: Dimension) -> Dimension:
     assert a.low is not None and a.high is not None and b.low is not None and b.high is not None
     return dataclasses.replace(a, low=min(a.low, b.low), high=max(a.high, b.high))
 
 
-def run_stage(stage: Stage, space: list[Dimension], sweep: Sweep) -> StageResult | Outcome:
-    """Run one stage, resume it, or read it back when it finished before."""
+def run_stage(
+    stage: Stage,
+    space: list[Dimension],
+    sweep: Sweep,
+    samples: int | None = None,
+    earlier: list[TrialRow] | None = None,
+) -> StageResult | Outcome:
+    """Run one stage, resume it, or read it back when it finished before. ``samples``:
+    its trials (default num_samples); ``earlier``: the trials a part continues."""
     settings, folder, tracker = sweep.settings, sweep.folder, sweep.tracker
     # A scientific value is a one-value choice: it reaches the trial's config, its MLflow
     # params and results.csv like any sampled value, and takes the same searcher
@@ -180,8 +302,14 @@ def run_stage(stage: Stage, space: list[Dimension], sweep: Sweep) -> StageResult
         Dimension(key, "choice", values=(value,), role="scientific") for key, value in stage.fixed
     ]
     staged = dataclasses.replace(
-        settings, dims=(*dims, *space), seed=settings.seed + stage.round - 1
+        settings,
+        dims=(*dims, *space),
+        seed=settings.seed + stage.round - 1,
+        num_samples=samples or settings.num_samples,
     )
+    how = ""
+    if earlier:
+        staged, how = continued(staged, earlier)
     experiment = f"{tuner.storage_path(settings, folder)}/{stage.tune_dir}"
     done = folder.read_state().get("stages", {})
     finished = done.get(stage.tune_dir) == FINISHED
@@ -196,8 +324,12 @@ def run_stage(stage: Stage, space: list[Dimension], sweep: Sweep) -> StageResult
             reopen=not finished,
         )
         tracker.nest_trials_under(run_id, {tags.STAGE: stage.slug, tags.ROUND: str(stage.round)})
+    if stage.parts > 1:
+        print(f"\n{stage.label}: {staged.num_samples} trials, {describe_space(space)}", flush=True)
+        if how and not finished:
+            print(f"  {how}", flush=True)
     if finished:
-        if stage.nested:
+        if stage.nested or stage.parts > 1:
             print("  finished before; read back from its folder", flush=True)
         results = tuner.load_results(staged, experiment)
     else:

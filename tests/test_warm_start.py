@@ -33,12 +33,12 @@ def test_trials_outside_the_space_or_without_a_result_are_dropped_and_counted(
     ).to_csv(earlier / "results.csv", index=False)
     settings = load_settings(composed("searcher=tpe", f"searcher.warm_start={earlier}"))
     warm = warm_start.load(settings)
-    assert warm.points == (
+    assert warm.known.points == (
         {"model.lr": 1e-3, "model.hidden": 128, "model.dropout": 0.1},
         {"model.lr": 5e-3, "model.hidden": 64, "model.dropout": 0.2},
     )
-    assert warm.rewards == (0.95, 0.90)
-    assert (warm.outside, warm.silent) == (1, 1)
+    assert warm.known.rewards == (0.95, 0.90)
+    assert (warm.known.outside, warm.known.silent) == (1, 1)
     assert warm.notice == (
         f"Warm start: tpe begins with 2 evaluated trials of {earlier}; "
         "dropped 1 outside this space, 1 without a result"
@@ -47,7 +47,7 @@ def test_trials_outside_the_space_or_without_a_result_are_dropped_and_counted(
     narrower = composed(
         "searcher=tpe", f"searcher.warm_start={earlier}", "search_space.model.hidden.values=[64]"
     )
-    assert warm_start.load(load_settings(narrower)).outside == 2
+    assert warm_start.load(load_settings(narrower)).known.outside == 2
 
 
 def test_an_mlflow_parent_run_names_the_earlier_sweep(tmp_path: Path, composed) -> None:
@@ -61,7 +61,7 @@ def test_an_mlflow_parent_run_names_the_earlier_sweep(tmp_path: Path, composed) 
     tracker.log_artifact(table)
     overrides = ("searcher=tpe", f"searcher.warm_start={run_id}", f"tracking.uri={uri}")
     warm = warm_start.load(load_settings(composed(*overrides)))
-    assert warm.points == ({"model.lr": 1e-3, "model.hidden": 64, "model.dropout": 0.1},)
+    assert warm.known.points == ({"model.lr": 1e-3, "model.hidden": 64, "model.dropout": 0.1},)
     assert warm.source == run_id
     other = composed("searcher=tpe", f"searcher.warm_start={'0' * 32}", f"tracking.uri={uri}")
     with pytest.raises(ConfigError, match=r"no results\.csv on MLflow run 0000"):

@@ -26,6 +26,9 @@ class Scheduler:
     name: str
     grace_period: int = 1  # epochs every trial gets before ASHA may stop it
     reduction_factor: float = 3.0  # η: ASHA keeps the best 1/η at each rung
+    # An extended sweep's earlier trials, each as its (epoch, metric) reports: ASHA's rungs
+    # start from their values, so a new trial is judged against the whole sweep.
+    earlier: tuple[tuple[tuple[int, float], ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class Searcher:
     # (point as the searcher sees it, best metric), and the line that says what was kept.
     evaluated: tuple[tuple[dict[str, Any], float], ...] = ()
     warm_notice: str = ""
+    drawn: int = 0  # an extended sweep: trials its earlier parts drew (they are not redrawn)
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class Settings:
     probe: str | None = None  # "batch_size": measure throughput instead of sweeping
     best_model: bool = True  # log the best trial's model to the parent run (report/model.py)
     register_model: str | None = None  # ... and register it in the Model Registry as this
+    trial_offset: int = 0  # an extension's trials are numbered after the earlier parts' trials
 
 
 def load_settings(cfg: DictConfig) -> Settings:

@@ -44,11 +44,19 @@ class TrialRow:
     error: str | None = None  # the last line of the exception, for trials that raised
     history: pd.DataFrame | None = field(default=None, repr=False)
     experiment_tag: str = ""
-    stage: str = ""  # the round / scientific value it ran in, when a sweep has several
+    stage: str = ""  # the round / scientific value / part it ran in, when a sweep has several
+    first_number: int = 0  # an extension's trials are numbered after the earlier parts'
 
     @property
     def number(self) -> int:
-        return trial_number(self.trial_id, self.experiment_tag)
+        return self.first_number + trial_number(self.trial_id, self.experiment_tag)
+
+    def reports(self, metric: str) -> tuple[tuple[int, float], ...]:
+        """(epoch, metric) for each epoch it reported, in order."""
+        if self.history is None or metric not in self.history:
+            return ()
+        epochs = self.history.get("training_iteration", range(1, len(self.history) + 1))
+        return tuple((int(e), float(v)) for e, v in zip(epochs, self.history[metric], strict=True))
 
 
 def collect(results: Any, settings: Settings) -> list[TrialRow]:
@@ -76,6 +84,7 @@ def collect(results: Any, settings: Settings) -> list[TrialRow]:
                 error=_last_line(result.error),
                 history=history,
                 experiment_tag=str(last.get("experiment_tag", "")),
+                first_number=settings.trial_offset,
             )
         )
     return rank(rows, mode)

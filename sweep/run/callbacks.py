@@ -52,8 +52,10 @@ class MlflowTrialLogger(DriverCallback):
         max_epochs: int,
         signals: StopSignals,
         stopper: outcome.TrialStopper,
+        first_number: int = 0,  # an extension's trials are numbered after the earlier ones
     ) -> None:
         self.tracker = tracker
+        self.first_number = first_number
         self.signals = signals
         self.stopper = stopper
         self.dims = list(dims)
@@ -63,7 +65,7 @@ class MlflowTrialLogger(DriverCallback):
 
     def on_trial_start(self, iteration: int, trials: Trials, trial: Trial, **info: Any) -> None:
         trial_id, values = trial.trial_id, config_values(self.dims, trial.config)
-        number = outcome.trial_number(trial_id, trial.experiment_tag)
+        number = self.first_number + outcome.trial_number(trial_id, trial.experiment_tag)
         # ``trial 003  lr=2.2e-3 hidden=128 dropout=0.37``: sortable, and says what was tried.
         name = f"trial {number:03d}  {describe_point(values, self.dims)}".strip()
         self.tracker.writer.submit(lambda: self.tracker.open_child(trial_id, name, values))
@@ -103,7 +105,7 @@ class MlflowTrialLogger(DriverCallback):
             return
         trial_id, retries = trial.trial_id, trial.num_failures
         start = "from its last checkpoint" if trial.checkpoint else "from the start"
-        error = _print_failure(trial, f"retry {retries} {start}")
+        error = _print_failure(trial, self.first_number, f"retry {retries} {start}")
 
         def write() -> None:
             run_id = self.tracker.child_run(trial_id)
@@ -123,7 +125,7 @@ class MlflowTrialLogger(DriverCallback):
 
     def on_trial_error(self, iteration: int, trials: Trials, trial: Trial, **info: Any) -> None:
         if not self._setup_failed(trial):
-            _print_failure(trial, "no retries left, the sweep goes on")
+            _print_failure(trial, self.first_number, "no retries left, the sweep goes on")
         self._close(trial, outcome.ERROR, error_file=trial.error_file)
 
     def _setup_failed(self, trial: Trial) -> bool:
@@ -180,12 +182,12 @@ def _read(error_file: str | None) -> str:
     return ANSI.sub("", Path(error_file).read_text())
 
 
-def _print_failure(trial: Trial, then: str, limit: int = 120) -> str:
+def _print_failure(trial: Trial, first_number: int, then: str, limit: int = 120) -> str:
     """One terminal line on what went wrong (returned; the whole message is in the run's
     tags and error.txt)."""
     text = _read(trial.error_file)
     error = _error_summary(text) if text else ""
     short = error if len(error) <= limit else error[: limit - 3].rstrip() + "..."
-    number = outcome.trial_number(trial.trial_id, trial.experiment_tag)
+    number = first_number + outcome.trial_number(trial.trial_id, trial.experiment_tag)
     print(f"\ntrial {number} failed ({short}); {then}", file=sys.stderr, flush=True)
     return error

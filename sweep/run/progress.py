@@ -61,8 +61,10 @@ class ProgressLine(DriverCallback):
         min_interval_s: float = 0.5,
         rungs: Sequence[int] = (),
         survival: float = 1.0,
+        first_number: int = 0,  # an extension's trials are numbered after the earlier ones
     ) -> None:
         self.total = total
+        self.first_number = first_number
         self.metric = metric
         self.sign = 1.0 if mode == "max" else -1.0
         self.max_epochs = max_epochs
@@ -85,12 +87,12 @@ class ProgressLine(DriverCallback):
     @classmethod
     def for_sweep(cls, settings: Settings, total: int) -> ProgressLine:
         args = (total, settings.metric, settings.mode, settings.max_epochs)
-        scheduler = settings.scheduler
+        scheduler, first = settings.scheduler, settings.trial_offset
         if scheduler.name != "asha":
-            return cls(*args)
+            return cls(*args, first_number=first)
         factor = scheduler.reduction_factor
         rungs = asha_rungs(scheduler.grace_period, factor, settings.max_epochs)
-        return cls(*args, rungs=rungs, survival=1.0 / factor)
+        return cls(*args, rungs=rungs, survival=1.0 / factor, first_number=first)
 
     # ---- Tune hooks -----------------------------------------------------------------
     def on_step_begin(self, iteration: int, trials: Trials, **info: Any) -> None:
@@ -137,7 +139,8 @@ class ProgressLine(DriverCallback):
         if not isinstance(value, (int, float)) or not math.isfinite(value):
             return
         if self.best is None or self.sign * value > self.sign * self.best[0]:
-            self.best = (float(value), trial_number(trial.trial_id, trial.experiment_tag))
+            number = self.first_number + trial_number(trial.trial_id, trial.experiment_tag)
+            self.best = (float(value), number)
 
     def _end(self, trial: Trial, reason: str) -> None:
         self.running.discard(trial.trial_id)

@@ -9,6 +9,7 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import optuna
 import pyarrow.fs
 from ray import tune
@@ -62,38 +63,76 @@ def make_scheduler(settings: Settings) -> TrialScheduler:
     if section.name == "fifo":
         return FIFOScheduler()
     # One report per epoch, so training_iteration counts epochs and max_t is max_epochs.
-    return ASHAScheduler(
+    scheduler = ASHAScheduler(
         time_attr="training_iteration",
         max_t=settings.max_epochs,
         grace_period=section.grace_period,
         reduction_factor=section.reduction_factor,
     )
+    seed_rungs(scheduler, section.earlier, settings.mode)
+    return scheduler
+
+
+def seed_rungs(
+    scheduler: ASHAScheduler, earlier: tuple[tuple[tuple[int, float], ...], ...], mode: str
+) -> None:
+    """Record an extended sweep's earlier trials at each rung they reached, with the value
+    the live scheduler recorded (the first report at or past the rung), so the cut-offs a
+    new trial meets are the whole sweep's, not those of empty rungs. Tune has no public
+    way in: its brackets' rungs are (milestone, {trial id: signed value}) lists."""
+    sign = 1.0 if mode == "max" else -1.0
+    for number, reports in enumerate(earlier):
+        for bracket in scheduler._brackets:
+            for milestone, recorded in bracket._rungs:
+                reached = [value for epoch, value in reports if epoch >= milestone]
+                if reached and math.isfinite(reached[0]):
+                    recorded[f"earlier-{number}"] = sign * reached[0]
 
 
 def make_searcher(settings: Settings) -> SearchAlgorithm | Any:
-    name = settings.searcher.name
+    name, drawn = settings.searcher.name, settings.searcher.drawn
     # Points the searcher tries first (then it samples): e.g. the same trials for a benchmark.
     points = fixed_points(list(settings.dims), settings.searcher.points) or None
     if name == "random":
-        return BasicVariantGenerator(random_state=settings.seed, points_to_evaluate=points)
+        # An extension draws from a stream of its own: the sweep's seed would replay its start.
+        seed = settings.seed if not drawn else _seed_after(settings.seed, drawn)
+        return BasicVariantGenerator(random_state=seed, points_to_evaluate=points)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler: optuna.samplers.BaseSampler
     if name == "quasi_random":
         # Optuna marks QMCSampler experimental; the warning tells users nothing they can act on.
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        sampler = optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=settings.seed)
+        # A sweep's first trial is Optuna's random start; the rest are Sobol points 0, 1, ...
+        # An extension (its earlier trials given as evaluated) goes on where they stopped.
+        sampler = _SobolFrom(max(drawn - 1, 0), seed=settings.seed)
     else:
         # Warm-started, the same seed would replay the earlier sweep's random start.
         seed = settings.seed + len(settings.searcher.evaluated)
         sampler = optuna.samplers.TPESampler(
             seed=seed, n_startup_trials=settings.searcher.n_startup_trials
         )
-    if settings.searcher.evaluated:  # a warm start: points TPE knows without running them
+    if settings.searcher.evaluated:  # warm start, extension: points known without a run
         known, rewards = zip(*settings.searcher.evaluated, strict=True)
         return OptunaSearch(
             sampler=sampler, points_to_evaluate=list(known), evaluated_rewards=list(rewards)
         )
     return OptunaSearch(sampler=sampler, points_to_evaluate=points)
+
+
+def _seed_after(seed: int, drawn: int) -> int:
+    return int(np.random.SeedSequence([seed, drawn]).generate_state(1)[0])
+
+
+class _SobolFrom(optuna.samplers.QMCSampler):
+    """Optuna's scrambled Sobol sampler, starting ``skip`` points into its sequence. Optuna
+    counts the points a study drew in the study; an extension's study is new."""
+
+    def __init__(self, skip: int, seed: int) -> None:
+        super().__init__(qmc_type="sobol", scramble=True, seed=seed)
+        self._skip = skip
+
+    def _find_sample_id(self, study: Any, search_space: dict[str, Any]) -> int:
+        return super()._find_sample_id(study, search_space) + self._skip
 
 
 def total_trials(settings: Settings) -> int:
@@ -122,7 +161,9 @@ def fit(
     from there: callbacks and stopper are this driver's own either way."""
     stopper = TrialStopper(settings.metric)
     callbacks: list[tune.Callback] = [
-        MlflowTrialLogger(tracker, settings.dims, settings.max_epochs, signals, stopper),
+        MlflowTrialLogger(
+            tracker, settings.dims, settings.max_epochs, signals, stopper, settings.trial_offset
+        ),
         ProgressLine.for_sweep(settings, total_trials(settings)),
     ]
     trainable = tune.with_resources(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import re
 import tempfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,24 +32,38 @@ _RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
-class WarmStart:
-    source: str
-    points: tuple[dict[str, Any], ...]  # as the searcher sees them (to_value applied)
-    rewards: tuple[float, ...]  # each point's best value of the metric
-    outside: int  # trials whose point is outside this sweep's space
-    silent: int  # trials that never reported the metric
+class Known:
+    """Finished trials as a searcher can take them: the points inside the space it searches."""
+
+    points: tuple[dict[str, Any], ...] = ()  # as the searcher sees them (to_value applied)
+    rewards: tuple[float, ...] = ()  # each point's best value of the metric
+    outside: int = 0  # trials whose point is outside this sweep's space
+    silent: int = 0  # trials that never reported the metric
 
     @property
-    def notice(self) -> str:
+    def evaluated(self) -> tuple[tuple[dict[str, Any], float], ...]:
+        return tuple(zip(self.points, self.rewards, strict=True))
+
+    @property
+    def left_out(self) -> str:
         dropped = [
             f"{n} {why}"
             for n, why in ((self.outside, "outside this space"), (self.silent, "without a result"))
             if n
         ]
-        left_out = f"; dropped {', '.join(dropped)}" if dropped else ""
+        return f"; dropped {', '.join(dropped)}" if dropped else ""
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    source: str
+    known: Known
+
+    @property
+    def notice(self) -> str:
+        count, source = len(self.known.points), self.source
         return (
-            f"Warm start: tpe begins with {len(self.points)} evaluated trials of "
-            f"{self.source}{left_out}"
+            f"Warm start: tpe begins with {count} evaluated trials of {source}{self.known.left_out}"
         )
 
 
@@ -75,21 +90,32 @@ def load(settings: Settings) -> WarmStart:
             f"{source} has no column {missing[0]!r} in its {RESULTS_FILE}: it optimised "
             "another metric or did not tune that key",
         )
+    records = table.to_dict("records")
+    trials = [({key: row[key] for key in keys}, float(row[metric])) for row in records]
+    return WarmStart(source, searchable(settings, trials))
+
+
+def searchable(settings: Settings, trials: Iterable[tuple[Mapping[str, Any], float]]) -> Known:
+    """Finished trials, each as (config values, best metric), as points the searcher can
+    take: inside this space exactly as Optuna's distributions see it (the space converted
+    the way Tune converts it), with a finite result."""
     space = OptunaSearch.convert_search_space(param_space(list(settings.dims)))
     by_key = {dim.key: dim for dim in settings.dims}
     points, rewards, outside, silent = [], [], 0, 0
-    for row in table.to_dict("records"):
-        reward = float(row[metric])
+    for values, reward in trials:
         if not math.isfinite(reward):
             silent += 1
             continue
-        point = {key: _plain(to_value(by_key[key], row[key])) for key in keys}
+        if set(by_key) - set(values):  # a key this space tunes and that trial did not
+            outside += 1
+            continue
+        point = {key: _plain(to_value(dim, values[key])) for key, dim in by_key.items()}
         if not all(_contains(space[key], value) for key, value in point.items()):
             outside += 1
             continue
         points.append(point)
         rewards.append(reward)
-    return WarmStart(source, tuple(points), tuple(rewards), outside, silent)
+    return Known(tuple(points), tuple(rewards), outside, silent)
 
 
 def _results(source: str, tracking_uri: str) -> pd.DataFrame:
