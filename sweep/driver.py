@@ -40,10 +40,11 @@ from sweep.folder import (
 from sweep.practice import advice
 from sweep.quiet import silence
 from sweep.report import model, results, review, summary
+from sweep.run import tuner
 from sweep.run.cluster import start_ray
-from sweep.run.outcome import KILLED, mlflow_status
+from sweep.run.outcome import KILLED, TIME_BUDGET, mlflow_status
 from sweep.run.signals import StopSignals
-from sweep.text import format_value
+from sweep.text import duration, format_value
 from sweep.track import tags
 
 if TYPE_CHECKING:
@@ -119,6 +120,8 @@ def run_sweep(
     """The sweep, and the one place that turns a stop signal, whenever it came, into a
     clean stop: runs KILLED, state saved, the resume command, exit 128 + signal."""
     signals.defer()  # from here a stop acts at phase boundaries, never inside a library
+    budget = settings.time_budget
+    deadline = time.time() + budget if budget is not None else None
     quiet_tune(settings.verbose)
     print(header(settings, folder), flush=True)
     tracker: Tracker | None = None
@@ -135,7 +138,7 @@ def run_sweep(
         tracker = preparing.result() if preparing else open_store(settings)
         open_parent(tracker, settings, base, folder, added)
         signals.check()
-        code = sweep_stages(stages.Sweep(settings, base, folder, tracker, signals))
+        code = sweep_stages(stages.Sweep(settings, base, folder, tracker, signals, deadline))
     except BaseException:
         if signals.received is None:
             raise
@@ -175,7 +178,11 @@ def sweep_stages(sweep: stages.Sweep) -> int:
     findings = review.review(rows, settings, outcome.rounds(settings.mode), folder.path)
     signals.check()
     findings.record(folder.path, tracker)
-    review_lines = outcome.part_lines() + findings.lines(settings.metric)
+    review_lines = [
+        *outcome.part_lines(),
+        *budget_lines(settings, outcome, rows, folder),
+        *findings.lines(settings.metric),
+    ]
     result = results.finish(rows, settings, sweep.base, folder.path, tracker, review_lines)
     if logging_model is not None:
         result.model, warning = logging_model()
@@ -187,6 +194,29 @@ def sweep_stages(sweep: stages.Sweep) -> int:
     folder.write_state(status=FINISHED)
     print(summary.render(result, settings, time.monotonic() - started), flush=True)
     return 0 if result.best is not None else EXIT_NO_RESULT
+
+
+def budget_lines(
+    settings: Settings, outcome: stages.Outcome, rows: list[results.TrialRow], folder: SweepFolder
+) -> list[str]:
+    """What the time budget cut short, and the command that runs the rest."""
+    if settings.time_budget is None:
+        return []
+    stopped = sum(row.end_reason == TIME_BUDGET for row in rows)
+    planned = tuner.total_trials(settings) * len(list(stages.plan(settings)))
+    if not stopped and len(rows) >= planned and not outcome.out_of_time:
+        return []
+    lines = [
+        "",
+        f"Time budget ({duration(settings.time_budget)}) spent: {len(rows)} of {planned} trials "
+        f"ran, {stopped} stopped by it at the end of an epoch.",
+    ]
+    if len(rows) < planned:
+        if len(list(stages.plan(settings))) > 1:
+            lines.append("  The stages after it did not run; a staged sweep is not extended.")
+        else:
+            lines.append(f"  Run the other {planned - len(rows)}:  {resume_command(folder)}")
+    return lines
 
 
 def quiet_tune(verbose: int) -> None:

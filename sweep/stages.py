@@ -26,6 +26,7 @@ import dataclasses
 import itertools
 import math
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -115,6 +116,7 @@ class Outcome:
     stages: list[StageResult] = field(default_factory=list)
     interrupted: bool = False
     bad_input: tuple[str, str] | None = None
+    out_of_time: bool = False  # the time budget was spent before a stage could start
 
     def rows(self, mode: str) -> list[TrialRow]:
         return rank([row for stage in self.stages for row in stage.rows], mode)
@@ -206,6 +208,11 @@ class Sweep:
     folder: SweepFolder
     tracker: Tracker
     signals: StopSignals
+    deadline: float | None = None  # time.time() after which no trial trains (time_budget)
+
+    @property
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and time.time() >= self.deadline
 
 
 def run(sweep: Sweep) -> Outcome:
@@ -232,7 +239,7 @@ def run(sweep: Sweep) -> Outcome:
             current = {d.key: d for d in space}
             allowed = {key: _union(dim, current[key]) for key, dim in allowed.items()}
         result = run_stage(stage, space, sweep)
-        if isinstance(result, Outcome):  # cut short: by a signal, or by bad input
+        if isinstance(result, Outcome):  # cut short: by a signal, bad input, the budget
             return dataclasses.replace(result, stages=outcome.stages)
         outcome.stages.append(result)
         chain += result.rows
@@ -245,7 +252,7 @@ def run_parts(sweep: Sweep, sweep_parts: list[Part]) -> Outcome:
     earlier: list[TrialRow] = []
     for stage, part in zip(plan(sweep.settings, sweep_parts), sweep_parts, strict=True):
         result = run_stage(stage, list(part.dims), sweep, part.trials, earlier)
-        if isinstance(result, Outcome):  # cut short: by a signal, or by bad input
+        if isinstance(result, Outcome):  # cut short: by a signal, bad input, the budget
             return dataclasses.replace(result, stages=outcome.stages)
         outcome.stages.append(result)
         earlier = earlier + result.rows
@@ -313,6 +320,8 @@ def run_stage(
     experiment = f"{tuner.storage_path(settings, folder)}/{stage.tune_dir}"
     done = folder.read_state().get("stages", {})
     finished = done.get(stage.tune_dir) == FINISHED
+    if not finished and sweep.out_of_time:
+        return Outcome(out_of_time=True)  # this stage and those after it do not run
     run_id = ""
     if stage.nested:
         print(f"\n{stage.label}: {describe_space(space)}", flush=True)
@@ -334,7 +343,7 @@ def run_stage(
         results = tuner.load_results(staged, experiment)
     else:
         sweep.signals.check()
-        tuned = tuner.fit(staged, sweep.base, tracker, sweep.signals, experiment)
+        tuned = tuner.fit(staged, sweep.base, tracker, sweep.signals, experiment, sweep.deadline)
         tracker.writer.flush()
         if tuned.interrupted or tuned.bad_input is not None:
             return Outcome(interrupted=tuned.interrupted, bad_input=tuned.bad_input)
@@ -342,6 +351,8 @@ def run_stage(
     rows = collect(results, staged)
     for row in rows:
         row.stage = stage.label
+    if not stage.nested and not finished:
+        _record_ran(folder, stage, staged, len(rows))
     result = StageResult(stage, space, rows)
     if run_id and not finished:
         best = result.best(settings.mode)
@@ -350,6 +361,17 @@ def run_stage(
         tracker.end_run("FINISHED", run_id)
     folder.write_state(stages={**done, stage.tune_dir: FINISHED})
     return result
+
+
+def _record_ran(folder: SweepFolder, stage: Stage, settings: Settings, ran: int) -> None:
+    """A part that the time budget cut short holds the trials that ran, so a resume with
+    the same ``num_samples`` runs the rest as an extension."""
+    planned = tuner.total_trials(settings)
+    records = folder.read_state().get(PARTS)
+    if ran >= planned or not records or len(records) < stage.part:
+        return
+    records[stage.part - 1]["trials"] = math.ceil(ran / (planned // settings.num_samples))
+    folder.write_state(**{PARTS: records})
 
 
 def describe_space(space: list[Dimension]) -> str:

@@ -68,6 +68,8 @@ CASES: list[tuple[tuple[str, ...], str, str]] = [
     (("register_model=a/b",), "register_model", "'a/b' is not a model name"),
     (("best_model=false", "register_model=digits"), "register_model", "needs best_model=true"),
     (("best_model=maybe",), "best_model", "'maybe' is not true or false"),
+    (("time_budget=soon",), "time_budget", "'soon' is not a duration"),
+    (("time_budget=0m",), "time_budget", "'0m' leaves no time"),
     (("searcher.warm_start=/tmp",), "searcher.warm_start", "random search does not learn"),
     (
         ("searcher=tpe", "searcher.warm_start=nonsense"),

@@ -161,3 +161,43 @@ def test_a_finished_sweep_grows_from_4_to_8_trials(tmp_path: Path, composed, sea
     # The same command again: the sweep has its 8 trials.
     again = run_sweep(tmp_path, *args, "num_samples=8", f"resume={folder}")
     assert again.returncode == 0 and "already finished; nothing to resume" in again.stdout
+
+
+def test_a_time_budget_ends_a_sweep_midway_and_the_printed_command_extends_it(
+    tmp_path: Path,
+) -> None:
+    # Two trials at a time, each ~200 epochs (~20 s here): in 20 s at most 4 of 6 start.
+    args = ["trainer.max_epochs=200", "scheduler=fifo", "best_model=false"]
+    cut = run_sweep(tmp_path, "num_samples=6", *args, "time_budget=20s")
+    assert cut.returncode == 0, cut.stdout + cut.stderr
+    assert cut.stderr == "", cut.stderr
+    (folder,) = sweep_folders(tmp_path)
+    ran = pd.read_csv(folder / "results.csv")
+    assert 0 < len(ran) < 6
+    ends = ran["end_reason"].value_counts().to_dict()
+    # The trials running at the deadline ended at an epoch boundary, their epochs intact.
+    assert ends.get("stopped_by_time_budget", 0) >= 1, ends
+    assert set(ends) <= {"stopped_by_time_budget", "completed"}
+    stopped = ran[ran["end_reason"] == "stopped_by_time_budget"]
+    assert (stopped["epochs"] < 200).all() and (stopped["epochs"] >= 1).all()
+    assert (
+        f"Time budget (20s) spent: {len(ran)} of 6 trials ran, {len(stopped)} stopped by it"
+    ) in cut.stdout
+    resume = f"sweep num_samples=6 {' '.join(args)} time_budget=20s resume={folder}"
+    assert f"Run the other {6 - len(ran)}:  {resume}" in cut.stdout
+    # Only trials that trained have runs: one per row, none left RUNNING.
+    parent = json.loads((folder / "state.json").read_text())["parent_run_id"]
+    children = _children(tmp_path, parent)
+    assert len(children) == len(ran) and {r.info.status for r in children} == {"FINISHED"}
+    reasons = sorted(r.data.tags["sweep.end_reason"] for r in children)
+    assert reasons == sorted(ran["end_reason"])
+
+    # The printed command, with room for one more trial and no budget: one trial is added.
+    total = len(ran) + 1
+    more = run_sweep(tmp_path, *args, f"num_samples={total}", f"resume={folder}")
+    assert more.returncode == 0, more.stdout + more.stderr
+    assert f"Extending sweep {folder}: {len(ran)} → {total} trials" in more.stdout
+    after = pd.read_csv(folder / "results.csv")
+    assert sorted(after["trial"]) == list(range(total))
+    assert after.set_index("trial").loc[len(ran), "end_reason"] == "completed"
+    assert len(_children(tmp_path, parent)) == total

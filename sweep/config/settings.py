@@ -88,6 +88,7 @@ class Settings:
     best_model: bool = True  # log the best trial's model to the parent run (report/model.py)
     register_model: str | None = None  # ... and register it in the Model Registry as this
     trial_offset: int = 0  # an extension's trials are numbered after the earlier parts' trials
+    time_budget: float | None = None  # seconds: no trial starts after that; running ones end
 
 
 def load_settings(cfg: DictConfig) -> Settings:
@@ -142,6 +143,7 @@ def load_settings(cfg: DictConfig) -> Settings:
         refine_rounds=_integer(raw, "refine_rounds", minimum=0) if "refine_rounds" in raw else 0,
         probe=_check_probe(raw.get("probe")),
         **_check_best_model(raw.get("best_model", True), raw.get("register_model")),
+        time_budget=_check_time_budget(raw.get("time_budget")),
     )
 
 
@@ -291,6 +293,27 @@ def _check_searcher(section: dict[str, Any], dims: tuple[Dimension, ...]) -> Sea
         return Searcher(str(name), points, warm_start=warm)
     startup = _integer(section, "n_startup_trials", minimum=0, prefix="searcher.")
     return Searcher(str(name), points, startup, warm_start=warm)
+
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+
+
+def _check_time_budget(budget: Any) -> float | None:
+    """``2h``, ``30m``, ``90s``, ``1h30m`` → seconds."""
+    if budget in (None, ""):
+        return None
+    match = _DURATION.fullmatch(str(budget).strip().lower())
+    if match is None or not any(match.groups()):
+        raise ConfigError(
+            "time_budget",
+            f"{budget!r} is not a duration; write hours, minutes or seconds, e.g. "
+            "time_budget=2h, 30m, 90s or 1h30m",
+        )
+    hours, minutes, seconds = (float(g or 0) for g in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if total <= 0:
+        raise ConfigError("time_budget", f"{budget!r} leaves no time; e.g. time_budget=30m")
+    return total
 
 
 def _check_best_model(log: Any, register_as: Any) -> dict[str, Any]:

@@ -64,6 +64,8 @@ def collect(results: Any, settings: Settings) -> list[TrialRow]:
     rows, metric, mode = [], settings.metric, settings.mode
     for result in results:
         last = result.metrics or {}
+        if not result.error and "epoch" not in last:
+            continue  # it never trained: the sweep's time budget was spent when it began
         status = "ERROR" if result.error else "TERMINATED"
         history = result.metrics_dataframe
         scores = history[metric] if history is not None and metric in history else []

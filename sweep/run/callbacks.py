@@ -64,6 +64,8 @@ class MlflowTrialLogger(DriverCallback):
         self._logged_step: dict[str, int] = {}  # trial id → last step in MLflow (writer thread)
 
     def on_trial_start(self, iteration: int, trials: Trials, trial: Trial, **info: Any) -> None:
+        if self._out_of_time(trial):
+            return  # it returns without training: not a trial of the sweep
         trial_id, values = trial.trial_id, config_values(self.dims, trial.config)
         number = self.first_number + outcome.trial_number(trial_id, trial.experiment_tag)
         # ``trial 003  lr=2.2e-3 hidden=128 dropout=0.37``: sortable, and says what was tried.
@@ -138,8 +140,17 @@ class MlflowTrialLogger(DriverCallback):
         self.stopper.bad_input = (key, f"{message.strip()}; fix the {key} config")
         return True
 
+    def _out_of_time(self, trial: Trial) -> bool:
+        """The time budget was spent before this trial trained an epoch."""
+        budget = self.stopper.budget
+        return budget is not None and budget.spent and "epoch" not in (trial.last_result or {})
+
     def _close(self, trial: Trial, reason: str, error_file: str | None = None) -> None:
         trial_id = trial.trial_id
+        if reason not in (outcome.ERROR, outcome.KILLED) and self._out_of_time(trial):
+            # Started just before the deadline, its worker found it spent: no epoch ran.
+            self.tracker.writer.submit(lambda: self.tracker.drop_child(trial_id))
+            return
 
         def write() -> None:
             error = _read(error_file) or None

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
-from ray.tune import Stopper
+from ray.tune import Callback, Stopper
 from ray.tune.result import AUTO_RESULT_KEYS
 
 COMPLETED = "completed"
 STOPPED_EARLY = "stopped_early"
+TIME_BUDGET = "stopped_by_time_budget"
 DIVERGED = "diverged"
 ERROR = "error"
 KILLED = "killed"
@@ -17,10 +19,13 @@ KILLED = "killed"
 # Result key naming the Ray node an epoch ran on (Tune's `hostname` and `node_ip` are the
 # same for every node of one machine, and say nothing of a node that was replaced).
 NODE_ID_KEY = "node_id"
+# Result key: the trial's epoch ended after the sweep's time budget (the worker's clock).
+BUDGET_SPENT = "time_budget_spent"
 # Keys our trials and Tune report that are bookkeeping, not metrics to plot.
 _NOT_METRICS = {
     *AUTO_RESULT_KEYS,
     *("done", "trial_id", "experiment_tag", "should_checkpoint", "epoch", "diverged"),
+    BUDGET_SPENT,
 }
 
 
@@ -33,6 +38,8 @@ def end_reason(status: str, last_result: Mapping[str, Any] | None, max_epochs: i
         return DIVERGED
     if last.get("epoch", 0) >= max_epochs:
         return COMPLETED
+    if last.get(BUDGET_SPENT):
+        return TIME_BUDGET
     if status == "TERMINATED":
         return STOPPED_EARLY
     return KILLED
@@ -64,8 +71,9 @@ class TrialStopper(Stopper):
     (sweep/run/tuner.py), so ``bad_input`` is read where it was set.
     """
 
-    def __init__(self, metric: str) -> None:
+    def __init__(self, metric: str, budget: TimeBudget | None = None) -> None:
         self.metric = metric
+        self.budget = budget
         self.bad_input: tuple[str, str] | None = None  # (key, message) for a ConfigError
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
@@ -77,10 +85,39 @@ class TrialStopper(Stopper):
                 "set metric=<one of those> (and mode)",
             )
             return True
-        return bool(result.get("diverged"))  # retrying would diverge again
+        # Diverged: a retry would diverge again. Out of time: the epoch just ended.
+        return bool(result.get("diverged") or result.get(BUDGET_SPENT))
 
     def stop_all(self) -> bool:
-        return self.bad_input is not None
+        budget_spent = self.budget is not None and self.budget.spent and not self.budget.running
+        return self.bad_input is not None or budget_spent
+
+
+class TimeBudget(Callback):
+    """``time_budget``: after ``deadline`` (``time.time()``) no trial trains. Each trial's
+    worker compares its clock at every epoch's end and reports :data:`BUDGET_SPENT`, so a
+    running trial stops at that epoch boundary; a trial that starts later returns at
+    once without training. This callback counts the trials that started in time, so the
+    stopper ends the experiment once the last of them has stopped: Tune would otherwise
+    start every pending trial, only for it to return."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.running: set[str] = set()
+
+    @property
+    def spent(self) -> bool:
+        return time.time() >= self.deadline
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if not self.spent:
+            self.running.add(trial.trial_id)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.running.discard(trial.trial_id)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.running.discard(trial.trial_id)
 
 
 def trial_number(trial_id: str, experiment_tag: str | None = None) -> int:

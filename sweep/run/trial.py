@@ -11,6 +11,7 @@ import hashlib
 import inspect
 import math
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from ray import tune
 
 from sweep.config.space import Dimension, apply_values, config_values
 from sweep.quiet import silence
-from sweep.run.outcome import NODE_ID_KEY
+from sweep.run.outcome import BUDGET_SPENT, NODE_ID_KEY
 
 CHECKPOINT_FILE = "model.ckpt"
 # Beside each checkpoint the sweep writes: its SHA-256, so that only the sweep's own files
@@ -126,11 +127,17 @@ class TuneReporter(L.Callback):
 
     ASHA may stop the trial inside ``tune.report`` (it exits the process), so nothing
     that must happen at a trial's end lives after ``fit``: the driver handles endings.
+    With a time budget, each report says whether it is spent (the driver's stopper acts).
     """
+
+    def __init__(self, deadline: float | None = None) -> None:
+        self.deadline = deadline
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         result: dict[str, Any] = epoch_metrics(trainer)
         result[NODE_ID_KEY] = ray.get_runtime_context().get_node_id()
+        if self.deadline is not None:
+            result[BUDGET_SPENT] = time.time() >= self.deadline
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / CHECKPOINT_FILE
             trainer.save_checkpoint(path)
@@ -154,18 +161,22 @@ def train(
     dims: tuple[Dimension, ...],
     cpus: float,
     verbose: int = 0,
+    deadline: float | None = None,
 ) -> None:
     """Ray Tune function trainable: ``config`` holds this trial's sampled point."""
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None and deadline is not None and time.time() >= deadline:
+        return  # the sweep's time budget was spent before this trial began: it never trains
     # One trial per CPU by default: more torch threads than CPUs only adds contention.
     torch.set_num_threads(max(1, int(cpus)))
     cfg = apply_values(base, config_values(list(dims), config))
-    checkpoint = tune.get_checkpoint()
+    reporter = TuneReporter(deadline)
     if checkpoint is None:
-        fit(cfg, [TuneReporter()], verbose=verbose)
+        fit(cfg, [reporter], verbose=verbose)
         return
     with checkpoint.as_directory() as folder:
         ckpt = Path(folder) / CHECKPOINT_FILE
-        fit(cfg, [TuneReporter()], ckpt, trusted=written_by_sweep(Path(folder)), verbose=verbose)
+        fit(cfg, [reporter], ckpt, trusted=written_by_sweep(Path(folder)), verbose=verbose)
 
 
 class PrintReporter(L.Callback):

@@ -22,7 +22,7 @@ from sweep.config.settings import Settings
 from sweep.config.space import Dimension, fixed_points
 from sweep.folder import SweepFolder
 from sweep.run.callbacks import MlflowTrialLogger
-from sweep.run.outcome import TrialStopper
+from sweep.run.outcome import TimeBudget, TrialStopper
 from sweep.run.progress import ProgressLine
 from sweep.run.signals import StopSignals
 from sweep.run.trainable import train
@@ -156,11 +156,15 @@ def fit(
     tracker: Tracker,
     signals: StopSignals,
     experiment: str,
+    deadline: float | None = None,
 ) -> TuneRun:
     """Run the Tune experiment at ``experiment`` (a path under the storage), or resume it
-    from there: callbacks and stopper are this driver's own either way."""
-    stopper = TrialStopper(settings.metric)
+    from there: callbacks and stopper are this driver's own either way. After
+    ``deadline`` (``time.time()``) no trial trains: the sweep's time budget."""
+    budget = TimeBudget(deadline) if deadline is not None else None
+    stopper = TrialStopper(settings.metric, budget)
     callbacks: list[tune.Callback] = [
+        *([budget] if budget is not None else []),
         MlflowTrialLogger(
             tracker, settings.dims, settings.max_epochs, signals, stopper, settings.trial_offset
         ),
@@ -173,6 +177,7 @@ def fit(
             dims=settings.dims,
             cpus=settings.cpus_per_trial,
             verbose=settings.verbose,
+            deadline=deadline,
         ),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
     )

@@ -197,6 +197,12 @@ class Tracker:
                 self._client.log_text(run_id, error, "error.txt")
             self.end_run(status, run_id)
 
+    def drop_child(self, trial_id: str) -> None:
+        """Remove a trial's run: the trial never trained (the time budget was spent)."""
+        if (run_id := self.child_run(trial_id)) is not None:
+            self._delete(self._client.get_run(run_id))
+            self._child_runs.pop(trial_id, None)
+
     def last_step(self, run_id: str, metric: str) -> int:
         """The last step of ``metric`` logged on a run (0 if none)."""
         history = self._client.get_metric_history(run_id, metric)
@@ -240,20 +246,24 @@ class Tracker:
             self.end_run("FAILED")
         else:
             runs.append(self._client.get_run(self.parent_run_id))
-        store = self._client._tracking_client.store  # private: the only hard delete there is
         for run in runs:
-            if run.info.status == RUNNING:  # a server keeps it: not as if it still ran
-                self.end_run("KILLED", run.info.run_id)
-            self._client.delete_run(run.info.run_id)
-            if hasattr(store, "_hard_delete_run"):
-                store._hard_delete_run(run.info.run_id)
-                _remove_local(run.info.artifact_uri, up=1)  # <root>/<exp>/<run>/artifacts
+            self._delete(run)
+        store = self._client._tracking_client.store
         if self.created_experiment and not keep_parent:
             location = self._client.get_experiment(self.experiment_id).artifact_location
             self._client.delete_experiment(self.experiment_id)
             if hasattr(store, "_hard_delete_experiment"):
                 store._hard_delete_experiment(self.experiment_id)
                 _remove_local(location, up=0)
+
+    def _delete(self, run: Any) -> None:
+        store = self._client._tracking_client.store  # private: the only hard delete there is
+        if run.info.status == RUNNING:  # a server keeps it: not as if it still ran
+            self.end_run("KILLED", run.info.run_id)
+        self._client.delete_run(run.info.run_id)
+        if hasattr(store, "_hard_delete_run"):
+            store._hard_delete_run(run.info.run_id)
+            _remove_local(run.info.artifact_uri, up=1)  # <root>/<exp>/<run>/artifacts
 
     def _create(self, run_name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> str:
         run_tags = {**self._source, **tags}
