@@ -125,7 +125,9 @@ def test_a_finished_sweep_grows_from_4_to_8_trials(tmp_path: Path, composed, sea
     before = pd.read_csv(folder / "results.csv").sort_values("trial")
     trial_dirs = sorted(p.name for p in (folder / "tune").iterdir() if p.is_dir())
 
-    more = run_sweep(tmp_path, *args, "num_samples=8", f"resume={folder}")
+    # tpe's extension also narrows the space, as after a boundary warning.
+    narrow = ["search_space.model.lr.high=0.01"] if searcher == "tpe" else []
+    more = run_sweep(tmp_path, *args, "num_samples=8", f"resume={folder}", *narrow)
     assert more.returncode == 0, more.stdout + more.stderr
     assert more.stderr == "", more.stderr
     assert f"Extending sweep {folder}: 4 → 8 trials" in more.stdout
@@ -149,7 +151,8 @@ def test_a_finished_sweep_grows_from_4_to_8_trials(tmp_path: Path, composed, sea
     assert run.info.status == "FINISHED"
     assert run.data.metrics["best_val_acc"] == pytest.approx(after["best_val_acc"].max())
     assert "**8 trials" in run.data.tags["mlflow.note.content"]
-    assert "part 2: trials 4-7" in more.stdout
+    assert "part 1: trials 0-3, lr in [1e-4, 0.03000]" in more.stdout
+    assert "part 2: trials 4-7, lr in [1e-4, " in more.stdout
     if searcher == "quasi_random":  # the Sobol points of a fresh 8-trial sweep
         settings = load_settings(composed(f"searcher={searcher}", "num_samples=8"))
         fresh = pd.DataFrame(_suggest(settings, 8))
@@ -157,9 +160,13 @@ def test_a_finished_sweep_grows_from_4_to_8_trials(tmp_path: Path, composed, sea
             after[SPACE].reset_index(drop=True), fresh[SPACE], check_dtype=False
         )
     else:
-        assert "tpe learns from the 4 earlier trials" in more.stdout
+        inside = int((before["model.lr"] <= 0.01).sum())
+        dropped = f"; dropped {4 - inside} outside this space" if inside < 4 else ""
+        assert f"tpe learns from the {inside} earlier trials{dropped}" in more.stdout
+        assert "part 2: trials 4-7, lr in [1e-4, 0.01000]" in more.stdout
+        assert "(space changed)" in more.stdout and (new["model.lr"] <= 0.01).all()
     # The same command again: the sweep has its 8 trials.
-    again = run_sweep(tmp_path, *args, "num_samples=8", f"resume={folder}")
+    again = run_sweep(tmp_path, *args, "num_samples=8", f"resume={folder}", *narrow)
     assert again.returncode == 0 and "already finished; nothing to resume" in again.stdout
 
 
@@ -199,5 +206,7 @@ def test_a_time_budget_ends_a_sweep_midway_and_the_printed_command_extends_it(
     assert f"Extending sweep {folder}: {len(ran)} → {total} trials" in more.stdout
     after = pd.read_csv(folder / "results.csv")
     assert sorted(after["trial"]) == list(range(total))
+    added = after[after["trial"] == len(ran)]
+    assert not set(added["model.lr"]) & set(ran["model.lr"])  # a new point, not a replay
     assert after.set_index("trial").loc[len(ran), "end_reason"] == "completed"
     assert len(_children(tmp_path, parent)) == total

@@ -74,7 +74,9 @@ def test_help_lists_every_group_and_option(help_text: str) -> None:
 
 def test_help_shows_main_keys_with_current_values(help_text: str, tmp_path: Path) -> None:
     assert "num_samples=16" in help_text
-    assert "trials to run" in help_text
+    assert "trials in the sweep" in help_text
+    assert "time_budget=null" in help_text  # keys added since are listed too
+    assert "sweep resume=<folder> num_samples=48" in help_text
     assert "resources.cpu=1" in help_text
     assert "verbose=0" in help_text
     assert max(len(line) for line in help_text.splitlines()) <= 100

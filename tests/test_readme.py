@@ -57,6 +57,14 @@ COVERED: dict[str, str] = {
     "model=digits data=digits search_space=digits metric=val/acc": (
         "tests/test_outside_models.py::test_a_lost_worker_and_a_killed_driver_resume_an_outside_model"
     ),
+    # Grow a sweep
+    "sweep resume=sweeps/mlp_digits/<timestamp> num_samples=48": (
+        "tests/test_extend.py::test_a_finished_sweep_grows_from_4_to_8_trials"
+    ),
+    "sweep time_budget=30m": (
+        "tests/test_extend.py::"
+        "test_a_time_budget_ends_a_sweep_midway_and_the_printed_command_extends_it"
+    ),
     # When things go wrong: the faulty example models
     "cd tests/examples/faulty && sweep --config-dir faulty_conf model=faulty num_samples=1 "
     "trainer.max_epochs=4 max_failures=1 model.marker_dir=$(mktemp -d)": (
