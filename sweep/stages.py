@@ -23,6 +23,7 @@ restores the interrupted one, and computes later rounds' spaces from the same tr
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import re
@@ -31,10 +32,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
 from sweep.config.settings import Settings
 from sweep.config.space import Dimension
 from sweep.errors import ConfigError
-from sweep.folder import TUNE_DIR, SweepFolder
+from sweep.folder import CONFIG_FILE, TUNE_DIR, SweepFolder
 from sweep.practice import boundary
 from sweep.practice.refine import refine_space
 from sweep.report.results import TrialRow, collect, rank
@@ -181,7 +184,27 @@ def extension(settings: Settings, folder: SweepFolder) -> Part | None:
             "grows; a refinement or scientific sweep's rounds compare equal budgets: start "
             "a new sweep (searcher.warm_start=<folder> reuses its trials)",
         )
+    _check_comparable(settings, folder)
     return Part(settings.num_samples - have, settings.dims)
+
+
+def _check_comparable(settings: Settings, folder: SweepFolder) -> None:
+    """The new trials are ranked with the earlier ones: same metric, direction, epochs."""
+    config = folder.path / CONFIG_FILE
+    first = yaml.safe_load(config.read_text()) if config.is_file() else {}
+    now = {
+        "metric": settings.metric,
+        "mode": settings.mode,
+        "trainer.max_epochs": settings.max_epochs,
+    }
+    for key, value in now.items():
+        was = functools.reduce(lambda node, part: (node or {}).get(part), key.split("."), first)
+        if was is not None and was != value:
+            raise ConfigError(
+                key,
+                f"{value!r} differs from {was!r} in the sweep being extended: its trials are "
+                f"ranked together; keep {key}={was}",
+            )
 
 
 def plan(settings: Settings, sweep_parts: list[Part] | None = None) -> Iterator[Stage]:

@@ -58,6 +58,21 @@ def test_num_samples_is_the_total_a_resume_brings_the_sweep_to(composed, tmp_pat
     ]
 
 
+def test_an_extension_trains_and_ranks_its_trials_like_the_earlier_ones(
+    composed, tmp_path: Path
+) -> None:
+    settings = load_settings(composed("num_samples=4"))
+    folder = SweepFolder(tmp_path)
+    folder.write_state(**{PARTS: [Part(4, settings.dims).record()]})
+    (tmp_path / "config.yaml").write_text(
+        "metric: val_acc\nmode: max\ntrainer:\n  max_epochs: 20\n"
+    )
+    for override, key in [("trainer.max_epochs=30", "trainer.max_epochs"), ("mode=min", "mode")]:
+        with pytest.raises(ConfigError) as error:
+            extension(load_settings(composed("num_samples=8", override)), folder)
+        assert error.value.key == key and "in the sweep being extended" in str(error.value)
+
+
 def test_a_staged_sweep_is_not_extended(composed, tmp_path: Path) -> None:
     settings = load_settings(composed("num_samples=4", "refine_rounds=1"))
     folder = SweepFolder(tmp_path)
