@@ -24,11 +24,13 @@ import sys
 
 import hydra
 import yaml
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, MissingConfigException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sweep import help as help_page
+from sweep.config import optuna_sweeper
 from sweep.errors import EXIT_BAD_INPUT, ConfigError
 
 
@@ -37,6 +39,7 @@ def _main(cfg: DictConfig) -> None:
     from sweep import driver  # after composition: `sweep --help` needs neither Ray nor torch
 
     try:
+        read_optuna_sweeper(cfg)
         code = driver.run(cfg)
     except ConfigError as exc:
         fail(str(exc))
@@ -44,6 +47,18 @@ def _main(cfg: DictConfig) -> None:
         # Raised inside the sweep these are bugs, not command-line mistakes: show all.
         raise RuntimeError(f"internal error: {exc}") from exc
     sys.exit(code)
+
+
+def read_optuna_sweeper(cfg: DictConfig) -> None:
+    """A Hydra Optuna sweeper file (``hparams_search=<name>``) becomes the sweep's space
+    and settings; the plugin is not needed (sweep/config/optuna_sweeper.py)."""
+    runtime = HydraConfig.get()
+    sweeper = OmegaConf.to_container(runtime.sweeper, resolve=True)
+    if not isinstance(sweeper, dict) or not optuna_sweeper.is_optuna_sweeper(sweeper):
+        return
+    given = {re.sub(r"^[+~]+", "", arg).split("=", 1)[0] for arg in runtime.overrides.task}
+    for notice in optuna_sweeper.apply(cfg, sweeper, given):
+        print(notice, flush=True)
 
 
 def main() -> None:

@@ -17,11 +17,17 @@ from pathlib import Path
 
 import mlflow
 import mlflow.pytorch
+import pandas as pd
 import psutil
 import pytest
 import torch
+from hydra import compose, initialize_config_module
 from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from sweep.config import optuna_sweeper
+from sweep.config.settings import load_settings
+from sweep.errors import ConfigError
 from tests.conftest import REPO, Sweep, run_sweep
 
 pytestmark = pytest.mark.slow
@@ -122,3 +128,92 @@ def test_a_model_that_cannot_be_built_stops_the_sweep_in_one_line(tmp_path: Path
     assert list((tmp_path / "sweeps" / NAME).iterdir()) == []
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     assert client.get_experiment_by_name(NAME) is None
+
+
+# ---- a Hydra Optuna sweeper file, as the template writes hparams_search/*.yaml ----------
+OPTUNA_FILE = ["--config-dir", "configs", "model=digits", "data=digits"]
+
+
+def composed_with_file(*overrides: str) -> tuple[DictConfig, dict]:
+    """The composed config and its ``hydra.sweeper``, as `sweep --config-dir configs` sees them."""
+    searchpath = f"hydra.searchpath=[file://{LHT / 'configs'}]"
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[searchpath, *OPTUNA_FILE[2:], "hparams_search=digits_optuna", *overrides],
+            return_hydra_config=True,
+        )
+    sweeper = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    assert isinstance(sweeper, dict)
+    return cfg, sweeper
+
+
+def test_a_hydra_optuna_sweeper_file_becomes_the_sweeps_space_and_settings() -> None:
+    cfg, sweeper = composed_with_file()
+    notices = optuna_sweeper.apply(cfg, sweeper, given={"model", "data", "hparams_search"})
+    settings = load_settings(cfg)
+    dims = {d.key: d for d in settings.dims}
+    assert (dims["model.optimizer.lr"].type, dims["model.optimizer.lr"].low) == ("loguniform", 1e-4)
+    assert dims["model.optimizer.lr"].high == 0.1
+    assert dims["data.batch_size"].values == (32, 64, 128)
+    lin2 = dims["model.net.lin2_size"]  # range(32, 128, 32): Optuna's IntDistribution, 128 in
+    assert (lin2.type, lin2.low, lin2.high, lin2.q) == ("qrandint", 32, 128, 32)
+    decay = dims["model.optimizer.weight_decay"]
+    assert (decay.type, decay.low, decay.high) == ("uniform", 0.0, 0.001)
+    assert len(dims) == 5  # the file's params are the whole space
+    assert (settings.metric, settings.mode, settings.num_samples) == ("val/acc", "max", 20)
+    assert (settings.searcher.name, settings.searcher.n_startup_trials) == ("tpe", 10)
+    assert settings.seed == 1234
+    assert notices == [
+        "hydra.sweeper.n_jobs: not used here; trials run in parallel on Ray, as resources "
+        "allow (max_concurrent caps them)"
+    ]
+    # What the command line sets wins over the file.
+    cfg, sweeper = composed_with_file("num_samples=4", "searcher=random")
+    optuna_sweeper.apply(cfg, sweeper, given={"num_samples", "searcher"})
+    settings = load_settings(cfg)
+    assert (settings.num_samples, settings.searcher.name) == (4, "random")
+
+
+@pytest.mark.parametrize(
+    "override,key,words",
+    [
+        ("hydra.sweeper.direction=[maximize,minimize]", "hydra.sweeper.direction", "one objective"),
+        ("+hydra.sweeper.params.lr='choice(32'", "hydra.sweeper.params.lr", "is not a sweep"),
+    ],
+)  # fmt: skip
+def test_what_a_sweep_cannot_read_is_one_line(override: str, key: str, words: str) -> None:
+    cfg, sweeper = composed_with_file(override)
+    with pytest.raises(ConfigError) as error:
+        optuna_sweeper.apply(cfg, sweeper, given=set())
+    assert error.value.key == key and words in str(error.value)
+
+
+def test_the_template_s_optuna_file_runs_unchanged_on_ray(tmp_path: Path) -> None:
+    proc = run_sweep(
+        LHT,
+        *OPTUNA_FILE,
+        "hparams_search=digits_optuna",
+        "hydra.sweeper.n_trials=3",
+        "trainer.max_epochs=2",
+        "best_model=false",
+        f"output_dir={tmp_path}/sweeps",
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stderr == "", proc.stderr
+    assert proc.stdout.startswith("hydra.sweeper.n_jobs: not used here")
+    assert "3 trials × ≤2 epochs, tpe search, ASHA" in proc.stdout
+    (folder,) = (tmp_path / "sweeps" / NAME).iterdir()
+    table = pd.read_csv(folder / "results.csv")
+    assert len(table) == 3 and table["best_val/acc"].notna().all()
+    assert table["model.optimizer.lr"].between(1e-4, 0.1).all()
+    assert set(table["model.net.lin2_size"]) <= {32, 64, 96, 128}
+    assert set(table["data.batch_size"]) <= {32, 64, 128}
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name(NAME)
+    runs = client.search_runs([experiment.experiment_id], "tags.`sweep.trial_id` != ''")
+    assert len(runs) == 3 and all("val/acc" in r.data.metrics for r in runs)
+    assert {r.data.params["model.net.lin2_size"] for r in runs} <= {"32", "64", "96", "128"}

@@ -65,6 +65,10 @@ COVERED: dict[str, str] = {
         "tests/test_extend.py::"
         "test_a_time_budget_ends_a_sweep_midway_and_the_printed_command_extends_it"
     ),
+    "cd tests/examples/lht && sweep --config-dir configs model=digits data=digits "
+    "hparams_search=digits_optuna": (
+        "tests/test_outside_models.py::test_the_template_s_optuna_file_runs_unchanged_on_ray"
+    ),
     # When things go wrong: the faulty example models
     "cd tests/examples/faulty && sweep --config-dir faulty_conf model=faulty num_samples=1 "
     "trainer.max_epochs=4 max_failures=1 model.marker_dir=$(mktemp -d)": (
