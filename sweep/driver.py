@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 
 from sweep import preflight, stages
 from sweep.config.redact import flatten, redact
-from sweep.config.settings import Settings, load_settings
+from sweep.config.settings import BOHB_HYPERBAND, Settings, load_settings
 from sweep.config.space import apply_values, portable_config
 from sweep.errors import ConfigError
 from sweep.folder import (
@@ -320,7 +320,9 @@ def discard(
 
 def header(settings: Settings, folder: SweepFolder) -> str:
     """The first line a user sees: what runs, and where its outputs go."""
-    stopping = "ASHA" if settings.scheduler.name == "asha" else "no early stopping"
+    stopping = {"asha": "ASHA", BOHB_HYPERBAND: "HyperBand"}.get(
+        settings.scheduler.name, "no early stopping"
+    )
     tuned = " ".join(d.key.rsplit(".", 1)[-1] for d in settings.dims) or "nothing"
     return (
         f"Sweep {settings.name}: {settings.num_samples} trials × ≤{settings.max_epochs} epochs, "

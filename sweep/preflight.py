@@ -52,6 +52,14 @@ def check(settings: Settings, base: dict[str, Any]) -> Settings:
             raise ConfigError(f"{section}._target_", "missing; name your Lightning class")
         check_targets(cfg[section], section)
     check_data(cfg["data"])
+    if settings.searcher.name == "bohb" and not settings.single_trial:
+        missing = [m for m in ("hpbandster", "ConfigSpace") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise ConfigError(
+                "searcher",
+                f"bohb needs {' and '.join(missing)} (not installed): "
+                "pip install -e '.[bohb]' in this project's folder, or choose searcher=tpe",
+            )
     if settings.searcher.warm_start and not settings.single_trial:
         warm = warm_start.load(settings)
         searcher = replace(

@@ -34,6 +34,16 @@ SILENCED_WARNINGS: list[tuple[str, type[Warning], str]] = [
         "Raised by MLflow 3.17's own SQLAlchemy store when it opens a SQLite database.",
     ),
     (
+        r"Please use `(space|list\(space|dict\(config|config)",
+        DeprecationWarning,
+        "ConfigSpace 1.x's notes to Ray's TuneBOHB and hpbandster, which use its older API.",
+    ),
+    (
+        r".*After 0\.17 or January 2028.*entropy initialized numpy\.random\.Generator.*",
+        FutureWarning,
+        "Raised inside hpbandster's BOHB model (searcher=bohb) at each proposal; not ours.",
+    ),
+    (
         r".*Filesystem tracking backend.*|.*file store.*deprecated.*",
         FutureWarning,
         "Only shown when a user points MLflow at ./mlruns; settings reject that URI anyway.",

@@ -301,6 +301,7 @@ def continued(settings: Settings, earlier: list[TrialRow]) -> tuple[Settings, st
         "tpe": f"tpe learns from the {len(known.points)} earlier trials{known.left_out}",
         "quasi_random": f"quasi_random goes on along its Sobol sequence ({len(earlier)} drawn)",
         "random": "random draws new points",
+        "bohb": "bohb draws new points (it cannot be given the earlier trials)",
     }[searcher.name]
     if scheduler.name == "asha":
         how += "; ASHA's rungs hold the earlier trials' values"

@@ -78,6 +78,9 @@ COVERED: dict[str, str] = {
     "sweep searcher=tpe searcher.warm_start=sweeps/mlp_digits/<timestamp>": (
         "tests/test_warm_start.py::test_a_sweep_warm_starts_from_another_sweeps_folder"
     ),
+    'pip install -e ".[bohb]" && sweep searcher=bohb num_samples=6 trainer.max_epochs=9': (
+        "tests/test_searcher.py::test_a_bohb_sweep_runs_with_real_ray_and_mlflow"
+    ),
     "sweep refine_rounds=2": (
         "tests/test_tuning_practice.py::test_refinement_narrows_around_an_inside_optimum"
     ),

@@ -14,7 +14,8 @@ from sweep.config.space import Dimension, fixed_points, parse_space
 from sweep.errors import ConfigError
 
 LOCAL = "local"  # cluster.address of an embedded Ray
-SEARCHERS = ("random", "quasi_random", "tpe")
+SEARCHERS = ("random", "quasi_random", "tpe", "bohb")
+BOHB_HYPERBAND = "bohb_hyperband"  # the scheduler searcher=bohb brings in place of ASHA
 NAME = re.compile(r"[\w.-]+")
 _ABSENT = object()
 
@@ -120,6 +121,12 @@ def load_settings(cfg: DictConfig) -> Settings:
     _check_targets(cfg, dims)
     scheduler = _check_scheduler(raw["scheduler"], max_epochs)
     searcher = _check_searcher(raw["searcher"], dims)
+    if searcher.name == "bohb":  # BOHB's model learns from the budgets its HyperBand sets
+        if scheduler.name == "fifo":
+            raise ConfigError(
+                "scheduler", "fifo: searcher=bohb brings its own HyperBand scheduler; drop it"
+            )
+        scheduler = Scheduler(BOHB_HYPERBAND, reduction_factor=scheduler.reduction_factor)
     return Settings(
         name=_check_name(raw["name"]),
         metric=metric,

@@ -150,7 +150,10 @@ def _number(path: str, name: str, value: Any) -> float:
 
 
 def to_value(dim: Dimension, sampled: Any) -> Any:
-    """The config value for a sampled point (undoes one_minus_log's transform)."""
+    """The config value for a sampled point (undoes one_minus_log's transform). A numpy
+    scalar (BOHB's ConfigSpace samples them) becomes the Python value a config holds."""
+    if hasattr(sampled, "item"):
+        sampled = sampled.item()
     return 1.0 - float(sampled) if dim.type == "one_minus_log" else sampled
 
 

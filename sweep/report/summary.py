@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from sweep.config.redact import REDACTED, is_secret_key
-from sweep.config.settings import Settings
+from sweep.config.settings import BOHB_HYPERBAND, Settings
 from sweep.config.space import Dimension
 from sweep.folder import CONFIG_FILE, TUNE_DIR
 from sweep.report.results import SweepResult, TrialRow
@@ -124,12 +124,11 @@ def command_line(command: Sequence[str] | None = None) -> str:
 def describe(settings: Settings, folder: Path, command: Sequence[str] | None = None) -> str:
     """What the sweep is, written when it starts: budget, search, what is tuned and how."""
     scheduler = settings.scheduler
-    stopping = (
-        f"ASHA early stopping (grace {scheduler.grace_period} epochs, "
-        f"keeps 1/{format_value(scheduler.reduction_factor)} at each rung)"
-        if scheduler.name == "asha"
-        else "no early stopping"
-    )
+    keeps = f"keeps 1/{format_value(scheduler.reduction_factor)} at each rung"
+    stopping = {
+        "asha": f"ASHA early stopping (grace {scheduler.grace_period} epochs, {keeps})",
+        BOHB_HYPERBAND: f"BOHB's HyperBand early stopping ({keeps})",
+    }.get(scheduler.name, "no early stopping")
     lines = [
         f"**{settings.num_samples} trials × up to {settings.max_epochs} epochs**, "
         f"{settings.searcher.name.replace('_', '-')} search, {stopping}; "

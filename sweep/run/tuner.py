@@ -14,11 +14,11 @@ import optuna
 import pyarrow.fs
 from ray import tune
 from ray.tune import ExperimentAnalysis, ResultGrid
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandForBOHB, TrialScheduler
 from ray.tune.search import BasicVariantGenerator, SearchAlgorithm
 from ray.tune.search.optuna import OptunaSearch
 
-from sweep.config.settings import Settings
+from sweep.config.settings import BOHB_HYPERBAND, Settings
 from sweep.config.space import Dimension, fixed_points
 from sweep.folder import SweepFolder
 from sweep.run.callbacks import MlflowTrialLogger
@@ -62,6 +62,12 @@ def make_scheduler(settings: Settings) -> TrialScheduler:
     section = settings.scheduler
     if section.name == "fifo":
         return FIFOScheduler()
+    if section.name == BOHB_HYPERBAND:
+        return HyperBandForBOHB(
+            time_attr="training_iteration",
+            max_t=settings.max_epochs,
+            reduction_factor=section.reduction_factor,
+        )
     # One report per epoch, so training_iteration counts epochs and max_t is max_epochs.
     scheduler = ASHAScheduler(
         time_attr="training_iteration",
@@ -93,10 +99,14 @@ def make_searcher(settings: Settings) -> SearchAlgorithm | Any:
     name, drawn = settings.searcher.name, settings.searcher.drawn
     # Points the searcher tries first (then it samples): e.g. the same trials for a benchmark.
     points = fixed_points(list(settings.dims), settings.searcher.points) or None
+    # An extension draws from a stream of its own: the sweep's seed would replay its start.
+    seed = settings.seed if not drawn else _seed_after(settings.seed, drawn)
     if name == "random":
-        # An extension draws from a stream of its own: the sweep's seed would replay its start.
-        seed = settings.seed if not drawn else _seed_after(settings.seed, drawn)
         return BasicVariantGenerator(random_state=seed, points_to_evaluate=points)
+    if name == "bohb":
+        from ray.tune.search.bohb import TuneBOHB  # hpbandster: the optional extra [bohb]
+
+        return TuneBOHB(seed=seed, points_to_evaluate=points)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler: optuna.samplers.BaseSampler
     if name == "quasi_random":

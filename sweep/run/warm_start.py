@@ -71,11 +71,12 @@ def load(settings: Settings) -> WarmStart:
     """Read and check ``settings.searcher.warm_start``; raises ConfigError (one line)."""
     source = str(settings.searcher.warm_start)
     if settings.searcher.name != "tpe":
-        raise ConfigError(
-            KEY,
-            f"{settings.searcher.name} search does not learn from results, so earlier trials "
-            "change nothing; use searcher=tpe",
+        why = (
+            "cannot be given earlier trials"
+            if settings.searcher.name == "bohb"
+            else "does not learn from results, so earlier trials change nothing"
         )
+        raise ConfigError(KEY, f"{settings.searcher.name} search {why}; use searcher=tpe")
     if settings.searcher.points:
         raise ConfigError(KEY, "searcher.points and a warm start together: keep one")
     staged = settings.refine_rounds or any(d.role == "scientific" for d in settings.dims)
@@ -109,7 +110,7 @@ def searchable(settings: Settings, trials: Iterable[tuple[Mapping[str, Any], flo
         if set(by_key) - set(values):  # a key this space tunes and that trial did not
             outside += 1
             continue
-        point = {key: _plain(to_value(dim, values[key])) for key, dim in by_key.items()}
+        point = {key: to_value(dim, values[key]) for key, dim in by_key.items()}
         if not all(_contains(space[key], value) for key, value in point.items()):
             outside += 1
             continue
@@ -142,11 +143,6 @@ def _results(source: str, tracking_uri: str) -> pd.DataFrame:
                 KEY, f"no {RESULTS_FILE} on MLflow run {source}: is it a sweep's parent run?"
             ) from exc
         return pd.read_csv(path)
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars from pandas → Python values, as a search space holds them."""
-    return value.item() if hasattr(value, "item") else value
 
 
 def _contains(distribution: Any, value: Any) -> bool:
