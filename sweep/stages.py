@@ -157,7 +157,11 @@ class Part:
 
     @classmethod
     def read(cls, record: dict[str, Any]) -> Part:
-        dims = (Dimension(**{**d, "values": tuple(d["values"])}) for d in record["dims"])
+        def dimension(d: dict[str, Any]) -> Dimension:
+            when = tuple((key, tuple(allowed)) for key, allowed in d.get("when", []))
+            return Dimension(**{**d, "values": tuple(d["values"]), "when": when})
+
+        dims = (dimension(d) for d in record["dims"])
         return cls(int(record["trials"]), tuple(dims))
 
 

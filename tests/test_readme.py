@@ -87,6 +87,12 @@ COVERED: dict[str, str] = {
     "sweep '+search_space.model.optimizer={type: choice, values: [adam, sgd], role: scientific}'": (
         "tests/test_tuning_practice.py::test_comparison_finds_the_better_optimizer"
     ),
+    "sweep '+search_space.model.optimizer={type: choice, values: [adam, sgd]}' "
+    "'+search_space.model.beta1={type: one_minus_log, low: 0.8, high: 0.99, "
+    "when: {model.optimizer: sgd}}'": (
+        "tests/test_sweep_end_to_end.py::"
+        "test_a_conditional_dimension_is_sampled_only_where_its_condition_holds"
+    ),
     # Run on a cluster: a real head + worker node and a real mlflow server on this machine
     "sweep cluster=remote cluster.address=HEAD_IP:6379 cluster.storage_path=/shared/sweeps "
     "tracking=server tracking.uri=http://HEAD_IP:5000": (

@@ -8,13 +8,16 @@ import pytest
 from omegaconf import OmegaConf
 from ray.tune.search.sample import Categorical, Float, Integer
 
+from sweep.config.settings import load_settings
 from sweep.config.space import (
+    Dimension,
     apply_values,
     config_values,
     parse_space,
     portable_config,
 )
 from sweep.errors import ConfigError
+from sweep.practice import boundary
 from sweep.run.tuner import to_domain
 
 GOOD = [
@@ -126,3 +129,76 @@ def test_bad_role_is_rejected(spec, message) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_space({"m": {"x": spec}})
     assert message in str(caught.value)
+
+
+# ---- conditional dimensions: `when: {<choice key>: value(s)}` ----------------------------
+CONDITIONAL = {
+    "model": {
+        "optimizer": {"type": "choice", "values": ["adam", "sgd"]},
+        "beta1": {
+            "type": "one_minus_log",
+            "low": 0.8,
+            "high": 0.99,
+            "when": {"model.optimizer": "sgd"},
+        },
+    }
+}
+
+
+def test_a_conditional_key_reaches_only_the_trials_whose_condition_holds() -> None:
+    optimizer, beta1 = parse_space(CONDITIONAL)
+    assert beta1.when == (("model.optimizer", ("sgd",)),)
+    sgd = config_values([optimizer, beta1], {"model.optimizer": "sgd", "model.beta1": 0.1})
+    assert sgd == {"model.optimizer": "sgd", "model.beta1": pytest.approx(0.9)}
+    adam = config_values([optimizer, beta1], {"model.optimizer": "adam", "model.beta1": 0.1})
+    assert adam == {"model.optimizer": "adam"}  # beta1 keeps its config value there
+
+
+@pytest.mark.parametrize(
+    "when,key,message",
+    [
+        ({"model.hidden": 64}, "search_space.model.beta1.when.model.hidden", "another choice"),
+        ({"model.optimizer": "rmsprop"}, "search_space.model.beta1.when.model.optimizer",
+         "'rmsprop' is not one of ['adam', 'sgd']"),
+        ("sgd", "search_space.model.beta1.when", "expected {dimension key: value(s)}"),
+    ],
+)  # fmt: skip
+def test_a_bad_condition_names_its_key(when: object, key: str, message: str) -> None:
+    spec = {"model": {**CONDITIONAL["model"], "beta1": {**CONDITIONAL["model"]["beta1"]}}}
+    spec["model"]["beta1"]["when"] = when
+    with pytest.raises(ConfigError) as error:
+        parse_space(spec)
+    assert error.value.key == key and message in str(error.value)
+
+
+def test_searchers_that_sample_every_key_refuse_conditions(composed) -> None:
+    beta1 = (
+        "+search_space.model.beta1={type: one_minus_log, low: 0.8, high: 0.99, "
+        "when: {model.optimizer: sgd}}"
+    )
+    optimizer = "+search_space.model.optimizer={type: choice, values: [adam, sgd]}"
+    assert load_settings(composed(optimizer, beta1, "searcher=quasi_random")).dims[-1].when
+    with pytest.raises(ConfigError) as error:
+        load_settings(composed(optimizer, beta1, "searcher=tpe"))
+    assert error.value.key == "search_space.model.beta1.when"
+    assert "need searcher=random or quasi_random" in str(error.value)
+
+
+def test_the_boundary_check_judges_a_conditional_key_on_the_trials_that_had_it() -> None:
+    _, beta1 = parse_space(CONDITIONAL)
+    lr = Dimension("model.lr", "loguniform", low=1e-4, high=1e-1)
+    # Best first: the sgd trials' beta1 crowds the low edge; adam trials never had it.
+    ranked = [
+        {"model.lr": 1e-2, "model.beta1": 0.801},
+        {"model.lr": 2e-3},
+        {"model.lr": 5e-3, "model.beta1": 0.802},
+        {"model.lr": 1e-3},
+        {"model.lr": 3e-4, "model.beta1": 0.81},
+        {"model.lr": 2e-4},
+        {"model.lr": 4e-4, "model.beta1": 0.95},
+        {"model.lr": 5e-4, "model.beta1": 0.97},
+        {"model.lr": 6e-4, "model.beta1": 0.98},
+        {"model.lr": 7e-4, "model.beta1": 0.985},
+    ]
+    flagged = [w.key for w in boundary.check([lr, beta1], ranked)]
+    assert "model.beta1" in flagged

@@ -168,3 +168,28 @@ def test_bring_your_own_model(tmp_path) -> None:
     _, children, _ = runs_of(tmp_path, "softmax_wine")
     assert len(children) == 2 and {c.info.status for c in children} == {"FINISHED"}
     assert max(c.data.metrics["val_acc"] for c in children) > 0.8
+
+
+CONDITIONAL = [
+    "+search_space.model.optimizer={type: choice, values: [adam, sgd]}",
+    "+search_space.model.beta1={type: one_minus_log, low: 0.8, high: 0.99, "
+    "when: {model.optimizer: sgd}}",
+]
+
+
+def test_a_conditional_dimension_is_sampled_only_where_its_condition_holds(tmp_path) -> None:
+    proc = run_sweep(
+        tmp_path, *CONDITIONAL, "num_samples=6", "trainer.max_epochs=2", "best_model=false"
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stderr == "", proc.stderr
+    (folder,) = sweep_folders(tmp_path)
+    table = pd.read_csv(folder / "results.csv")
+    sgd, adam = table[table["model.optimizer"] == "sgd"], table[table["model.optimizer"] == "adam"]
+    assert len(sgd) and len(adam)  # seed 0 draws both
+    assert sgd["model.beta1"].between(0.8, 0.99).all() and adam["model.beta1"].isna().all()
+    _, children, _ = runs_of(tmp_path, "mlp_digits")
+    assert len(children) == 6
+    for run in children:  # the key is a param of the trials that sampled it, and only them
+        sampled = run.data.params["model.optimizer"] == "sgd"
+        assert ("model.beta1" in run.data.params) == sampled, run.data.params

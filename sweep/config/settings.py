@@ -121,6 +121,13 @@ def load_settings(cfg: DictConfig) -> Settings:
     _check_targets(cfg, dims)
     scheduler = _check_scheduler(raw["scheduler"], max_epochs)
     searcher = _check_searcher(raw["searcher"], dims)
+    conditional = [d.key for d in dims if d.when]
+    if conditional and searcher.name in ("tpe", "bohb"):
+        raise ConfigError(
+            f"search_space.{conditional[0]}.when",
+            f"{searcher.name} samples every key in every trial and would learn from values a "
+            "trial never used; conditional dimensions need searcher=random or quasi_random",
+        )
     if searcher.name == "bohb":  # BOHB's model learns from the budgets its HyperBand sets
         if scheduler.name == "fifo":
             raise ConfigError(

@@ -42,6 +42,7 @@ TYPES: dict[str, tuple[tuple[str, ...], str]] = {
     "grid": (("values",), "categorical"),
 }
 ROLES = ("nuisance", "scientific")
+_MISSING = object()
 INTEGER_TYPES = {"randint", "qrandint", "lograndint", "qlograndint"}
 _RESOLVER_CALL = re.compile(r"\$\{\s*[\w.]+\s*:")  # ${now:...}, ${hydra:...}: not ${a.b}
 
@@ -57,6 +58,9 @@ class Dimension:
     q: float | None = None
     values: tuple[Any, ...] = ()
     role: str = "nuisance"
+    # Conditional: sampled only in trials where each (dimension key, allowed values) holds,
+    # e.g. (("model.optimizer", ("sgd",)),). Elsewhere the key keeps its config value.
+    when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
 
     @property
     def scale(self) -> str:
@@ -69,6 +73,13 @@ class Dimension:
 
 def parse_space(spec: Mapping[str, Any] | None, prefix: str = "search_space") -> list[Dimension]:
     """Flatten and validate a nested spec. Raises ConfigError naming the bad key."""
+    dims = _parse_nodes(spec, prefix)
+    if prefix == "search_space":
+        _check_conditions(dims)
+    return dims
+
+
+def _parse_nodes(spec: Mapping[str, Any] | None, prefix: str) -> list[Dimension]:
     dims: list[Dimension] = []
     for name, node in (spec or {}).items():
         path = f"{prefix}.{name}"
@@ -81,8 +92,43 @@ def parse_space(spec: Mapping[str, Any] | None, prefix: str = "search_space") ->
         if "type" in node:
             dims.append(parse_dimension(path, node))
         else:
-            dims.extend(parse_space(node, path))
+            dims.extend(_parse_nodes(node, path))
     return dims
+
+
+def _check_conditions(dims: list[Dimension]) -> None:
+    """A condition names another choice dimension of the space, and values it has."""
+    by_key = {dim.key: dim for dim in dims}
+    for dim in dims:
+        for key, allowed in dim.when:
+            where = f"search_space.{dim.key}.when.{key}"
+            other = by_key.get(key)
+            if other is None or other.type not in ("choice", "grid") or other is dim:
+                raise ConfigError(
+                    where,
+                    "must name another choice dimension of the search space, e.g. "
+                    "when: {model.optimizer: sgd} with model.optimizer: {type: choice, ...}",
+                )
+            if other.when:
+                raise ConfigError(where, f"{key} is conditional itself; conditions do not chain")
+            if unknown := [v for v in allowed if v not in other.values]:
+                raise ConfigError(where, f"{unknown[0]!r} is not one of {list(other.values)}")
+
+
+def _parse_when(path: str, when: Any) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    if when is None:
+        return ()
+    if not isinstance(when, Mapping) or not when:
+        raise ConfigError(f"{path}.when", f"expected {{dimension key: value(s)}}, got {when!r}")
+    return tuple(
+        (str(key), tuple(value) if isinstance(value, (list, tuple)) else (value,))
+        for key, value in when.items()
+    )
+
+
+def active(dim: Dimension, values: Mapping[str, Any]) -> bool:
+    """Whether a conditional dimension is sampled for a trial with these values."""
+    return all(values.get(key, _MISSING) in allowed for key, allowed in dim.when)
 
 
 def parse_dimension(path: str, node: Mapping[str, Any]) -> Dimension:
@@ -95,20 +141,23 @@ def parse_dimension(path: str, node: Mapping[str, Any]) -> Dimension:
         raise ConfigError(
             path, f"type {kind} needs {', '.join(missing)}; e.g. {{type: {kind}, {example}}}"
         )
-    if extra := sorted(set(node) - {"type", "role", *required}):
+    if extra := sorted(set(node) - {"type", "role", "when", *required}):
         raise ConfigError(
             f"{path}.{extra[0]}",
-            f"type {kind} takes {', '.join(required)} (and role), not {extra[0]}; remove it",
+            f"type {kind} takes {', '.join(required)} (and role, when), not {extra[0]}; remove it",
         )
     key = path.split(".", 1)[1]
     role = _role(path, kind, node.get("role"))
+    when = _parse_when(path, node.get("when"))
+    if when and role == "scientific":
+        raise ConfigError(f"{path}.when", "a scientific dimension is compared in every trial")
     if kind in ("choice", "grid"):
         values = node["values"]
         if not isinstance(values, (list, tuple)):
             raise ConfigError(f"{path}.values", f"expected a list, got {values!r}")
         if not values:
             raise ConfigError(f"{path}.values", "is empty; list at least one value")
-        return Dimension(key, kind, values=tuple(values), role=role)
+        return Dimension(key, kind, values=tuple(values), role=role, when=when)
     low, high = _number(path, "low", node["low"]), _number(path, "high", node["high"])
     q = _number(path, "q", node["q"]) if "q" in required else None
     if low >= high:
@@ -121,7 +170,7 @@ def parse_dimension(path: str, node: Mapping[str, Any]) -> Dimension:
         raise ConfigError(path, f"type {kind} needs whole-number bounds, got [{low}, {high}]")
     if q is not None and q <= 0:
         raise ConfigError(f"{path}.q", f"{q} must be positive")
-    return Dimension(key, kind, low=low, high=high, q=q)
+    return Dimension(key, kind, low=low, high=high, q=q, when=when)
 
 
 def _role(path: str, kind: str, role: Any) -> str:
@@ -182,8 +231,10 @@ def fixed_points(dims: list[Dimension], points: Any) -> list[dict[str, Any]]:
 
 
 def config_values(dims: list[Dimension], sampled: Mapping[str, Any]) -> dict[str, Any]:
-    """Sampled point (as Tune gives it) → {dotted config key: value}."""
-    return {dim.key: to_value(dim, sampled[dim.key]) for dim in dims if dim.key in sampled}
+    """Sampled point (as Tune gives it) → {dotted config key: value}, without conditional
+    keys whose condition fails (the searcher drew them; the trial does not get them)."""
+    values = {dim.key: to_value(dim, sampled[dim.key]) for dim in dims if dim.key in sampled}
+    return {dim.key: values[dim.key] for dim in dims if dim.key in values and active(dim, values)}
 
 
 def portable_config(cfg: DictConfig) -> dict[str, Any]:

@@ -91,15 +91,15 @@ def check(
 ) -> list[BoundaryWarning]:
     """``ranked``: the sampled values ({dotted key: value}) of the trials that reported the
     metric, best first. Returns one warning per crowded edge."""
-    if len(ranked) < MIN_TRIALS:
-        return []
-    k = top_count(len(ranked))
     warnings = []
     for dim in dims:
-        if not dim.is_numeric or any(dim.key not in values for values in ranked):
+        # A conditional dimension: judged on the trials that sampled it.
+        had = [values for values in ranked if dim.key in values]
+        if not dim.is_numeric or len(had) < MIN_TRIALS:
             continue
-        positions = [position(dim, float(values[dim.key])) for values in ranked]
-        warning = _crowded_edge(dim, positions, k, float(ranked[0][dim.key]), group)
+        positions = [position(dim, float(values[dim.key])) for values in had]
+        k = top_count(len(had))
+        warning = _crowded_edge(dim, positions, k, float(had[0][dim.key]), group)
         if warning is not None:
             warnings.append(warning)
     return warnings

@@ -50,9 +50,13 @@ def metric_vs_params(
     lines = math.ceil(len(dims) / cols)
     fig, axes = plt.subplots(lines, cols, figsize=(4.2 * cols, 3.4 * lines), squeeze=False)
     for ax, dim in zip(axes.flat, dims, strict=False):
-        xs = [_x(dim, row.values.get(dim.key)) for row in scored]
-        ys = [row.best for row in scored]
-        colours = [TOP_COLOUR if id(row) in top else OTHER_COLOUR for row in scored]
+        had = [row for row in scored if dim.key in row.values]  # conditional: where sampled
+        if not had:
+            ax.axis("off")
+            continue
+        xs = [_x(dim, row.values[dim.key]) for row in had]
+        ys = [row.best for row in had]
+        colours = [TOP_COLOUR if id(row) in top else OTHER_COLOUR for row in had]
         if dim.is_numeric:
             ax.scatter(xs, ys, c=colours, s=22, alpha=0.8)
             for edge in (dim.low, dim.high):

@@ -62,7 +62,7 @@ def counts(rows: Sequence[TrialRow]) -> str:
 def top_cells(rows: Sequence[TrialRow], settings: Settings) -> list[list[str]]:
     """Header + one row per top trial; hyperparameters in the scale they were sampled in."""
     dims = {dim.key: dim for dim in settings.dims}
-    keys = list(rows[0].values) if rows else []
+    keys = list(dict.fromkeys(key for row in rows for key in row.values))  # conditional too
     staged = any(row.stage for row in rows)  # refinement rounds / scientific values
     header = ["trial", *(["stage"] if staged else []), settings.metric, "epochs", "end"]
     header += short_keys(keys).values()
@@ -73,7 +73,7 @@ def top_cells(rows: Sequence[TrialRow], settings: Settings) -> list[list[str]]:
             format_value(row.best) if not math.isnan(row.best) else "-",
             str(row.epochs),
             row.end_reason.replace("_", " "),
-            *[format_param(row.values.get(k), dims.get(k)) for k in keys],
+            *[format_param(row.values[k], dims.get(k)) if k in row.values else "-" for k in keys],
         ]
         for row in rows[:TOP]
     ]
@@ -145,9 +145,10 @@ def describe(settings: Settings, folder: Path, command: Sequence[str] | None = N
 
 
 def _range(dim: Dimension) -> str:
+    when = "".join(f" (when {k} in {list(v)})" for k, v in dim.when)
     if dim.values:
-        return ", ".join(format_param(v, dim) for v in dim.values)
-    return f"{format_param(dim.low, dim)} … {format_param(dim.high, dim)}"
+        return ", ".join(format_param(v, dim) for v in dim.values) + when
+    return f"{format_param(dim.low, dim)} … {format_param(dim.high, dim)}{when}"
 
 
 def note(result: SweepResult, settings: Settings, description: str) -> str:
