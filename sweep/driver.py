@@ -320,7 +320,7 @@ def discard(
 
 def header(settings: Settings, folder: SweepFolder) -> str:
     """The first line a user sees: what runs, and where its outputs go."""
-    stopping = {"asha": "ASHA", BOHB_HYPERBAND: "HyperBand"}.get(
+    stopping = {"asha": "ASHA", BOHB_HYPERBAND: "HyperBand", "pbt": "PBT", "pb2": "PB2"}.get(
         settings.scheduler.name, "no early stopping"
     )
     tuned = " ".join(d.key.rsplit(".", 1)[-1] for d in settings.dims) or "nothing"

@@ -52,14 +52,9 @@ def check(settings: Settings, base: dict[str, Any]) -> Settings:
             raise ConfigError(f"{section}._target_", "missing; name your Lightning class")
         check_targets(cfg[section], section)
     check_data(cfg["data"])
-    if settings.searcher.name == "bohb" and not settings.single_trial:
-        missing = [m for m in ("hpbandster", "ConfigSpace") if importlib.util.find_spec(m) is None]
-        if missing:
-            raise ConfigError(
-                "searcher",
-                f"bohb needs {' and '.join(missing)} (not installed): "
-                "pip install -e '.[bohb]' in this project's folder, or choose searcher=tpe",
-            )
+    if not settings.single_trial:
+        check_extra("searcher", settings.searcher.name, "bohb", ("hpbandster", "ConfigSpace"))
+        check_extra("scheduler", settings.scheduler.name, "pb2", ("GPy",))
     if settings.searcher.warm_start and not settings.single_trial:
         warm = warm_start.load(settings)
         searcher = replace(
@@ -152,6 +147,18 @@ def module_source(module: str) -> Path | None:
         return None
     origin = spec.origin if spec else None
     return Path(origin) if origin and origin.endswith(".py") else None
+
+
+def check_extra(key: str, chosen: str, name: str, modules: tuple[str, ...]) -> None:
+    """An optional extra of this project (pyproject.toml) that ``key=name`` needs."""
+    if chosen != name:
+        return
+    if missing := [m for m in modules if importlib.util.find_spec(m) is None]:
+        raise ConfigError(
+            key,
+            f"{name} needs {' and '.join(missing)} (not installed): pip install -e "
+            f"'.[{name}]' in this project's folder",
+        )
 
 
 def check_writable(output_dir: Path) -> None:

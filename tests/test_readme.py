@@ -93,6 +93,12 @@ COVERED: dict[str, str] = {
         "tests/test_sweep_end_to_end.py::"
         "test_a_conditional_dimension_is_sampled_only_where_its_condition_holds"
     ),
+    "sweep scheduler=pbt num_samples=8 trainer.max_epochs=20": (
+        "tests/test_pbt.py::test_after_an_exploit_the_optimizer_uses_the_perturbed_learning_rate"
+    ),
+    'pip install -e ".[pb2]" && sweep scheduler=pb2 num_samples=8 trainer.max_epochs=20': (
+        "tests/test_pbt.py::test_a_pb2_sweep_copies_with_values_from_its_bandit"
+    ),
     # Run on a cluster: a real head + worker node and a real mlflow server on this machine
     "sweep cluster=remote cluster.address=HEAD_IP:6379 cluster.storage_path=/shared/sweeps "
     "tracking=server tracking.uri=http://HEAD_IP:5000": (

@@ -16,6 +16,7 @@ from sweep.errors import ConfigError
 LOCAL = "local"  # cluster.address of an embedded Ray
 SEARCHERS = ("random", "quasi_random", "tpe", "bohb")
 BOHB_HYPERBAND = "bohb_hyperband"  # the scheduler searcher=bohb brings in place of ASHA
+POPULATION = ("pbt", "pb2")  # schedulers that copy and perturb trials instead of stopping them
 NAME = re.compile(r"[\w.-]+")
 _ABSENT = object()
 
@@ -30,6 +31,11 @@ class Scheduler:
     # An extended sweep's earlier trials, each as its (epoch, metric) reports: ASHA's rungs
     # start from their values, so a new trial is judged against the whole sweep.
     earlier: tuple[tuple[tuple[int, float], ...], ...] = ()
+    # pbt (conf/scheduler/pbt.yaml): exploit/explore every interval epochs.
+    perturbation_interval: int = 2
+    quantile_fraction: float = 0.25
+    resample_probability: float = 0.25
+    synch: bool = True
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,18 @@ def load_settings(cfg: DictConfig) -> Settings:
     _check_targets(cfg, dims)
     scheduler = _check_scheduler(raw["scheduler"], max_epochs)
     searcher = _check_searcher(raw["searcher"], dims)
+    if scheduler.name in POPULATION and searcher.name != "random":
+        raise ConfigError(
+            "searcher",
+            f"{searcher.name}: {scheduler.name} draws its population at random and then "
+            f"perturbs it; use searcher=random with scheduler={scheduler.name}",
+        )
+    if scheduler.name in POPULATION and not any(d.is_continuous and not d.when for d in dims):
+        raise ConfigError(
+            "scheduler",
+            f"{scheduler.name} perturbs the continuous dimensions of the space (lr, dropout, "
+            "...) and this space has none; add one, e.g. search_space.model.lr",
+        )
     conditional = [d.key for d in dims if d.when]
     if conditional and searcher.name in ("tpe", "bohb"):
         raise ConfigError(
@@ -268,8 +286,12 @@ def _cluster(section: dict[str, Any]) -> Cluster:
 
 def _check_scheduler(section: dict[str, Any], max_epochs: int) -> Scheduler:
     name = section.get("name")
-    if name not in ("asha", "fifo"):
-        raise ConfigError("scheduler", f"unknown scheduler {name!r}; use scheduler=asha or fifo")
+    if name not in ("asha", "fifo", *POPULATION):
+        raise ConfigError(
+            "scheduler", f"unknown scheduler {name!r}; use scheduler=asha, fifo, pbt or pb2"
+        )
+    if name in POPULATION:
+        return _check_pbt(section, max_epochs)
     if name != "asha":
         return Scheduler(str(name))
     grace = _integer(section, "grace_period", minimum=1, prefix="scheduler.")
@@ -282,6 +304,30 @@ def _check_scheduler(section: dict[str, Any], max_epochs: int) -> Scheduler:
     if factor <= 1:
         raise ConfigError("scheduler.reduction_factor", f"{factor} must be above 1, e.g. 3")
     return Scheduler(str(name), grace, factor)
+
+
+def _check_pbt(section: dict[str, Any], max_epochs: int) -> Scheduler:
+    interval = _integer(section, "perturbation_interval", minimum=1, prefix="scheduler.")
+    if interval >= max_epochs:
+        raise ConfigError(
+            "scheduler.perturbation_interval",
+            f"{interval} leaves no perturbation before trainer.max_epochs ({max_epochs}); lower it",
+        )
+    fraction = _number(section, "quantile_fraction", prefix="scheduler.")
+    if not 0 < fraction <= 0.5:
+        raise ConfigError("scheduler.quantile_fraction", f"{fraction} must be in (0, 0.5]")
+    resample = _number(
+        {"resample_probability": 0.25, **section}, "resample_probability", prefix="scheduler."
+    )
+    if not 0 <= resample <= 1:
+        raise ConfigError("scheduler.resample_probability", f"{resample} must be in [0, 1]")
+    return Scheduler(
+        str(section["name"]),
+        perturbation_interval=interval,
+        quantile_fraction=fraction,
+        resample_probability=resample,
+        synch=bool(section.get("synch", True)),
+    )
 
 
 def _check_searcher(section: dict[str, Any], dims: tuple[Dimension, ...]) -> Searcher:

@@ -70,6 +70,11 @@ class Dimension:
     def is_numeric(self) -> bool:
         return self.scale != "categorical"
 
+    @property
+    def is_continuous(self) -> bool:
+        """A float that can move a little (pbt perturbs these; not widths or choices)."""
+        return self.is_numeric and self.type not in INTEGER_TYPES
+
 
 def parse_space(spec: Mapping[str, Any] | None, prefix: str = "search_space") -> list[Dimension]:
     """Flatten and validate a nested spec. Raises ConfigError naming the bad key."""

@@ -64,10 +64,12 @@ def collect(results: Any, settings: Settings) -> list[TrialRow]:
     rows, metric, mode = [], settings.metric, settings.mode
     for result in results:
         last = result.metrics or {}
+        history = result.metrics_dataframe
+        if _copied(last, history):  # pbt: a copy's last result is its donor's; its log is its own
+            last = {k: v for k, v in history.iloc[-1].to_dict().items() if not _missing(v)}
         if not result.error and "epoch" not in last:
             continue  # it never trained: the sweep's time budget was spent when it began
         status = "ERROR" if result.error else "TERMINATED"
-        history = result.metrics_dataframe
         scores = history[metric] if history is not None and metric in history else []
         scores = [v for v in scores if isinstance(v, (int, float)) and math.isfinite(v)]
         ckpt = None
@@ -97,6 +99,16 @@ def _last_line(error: BaseException | None) -> str | None:
         return None
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[-1] if lines else type(error).__name__
+
+
+def _copied(last: dict[str, Any], history: pd.DataFrame | None) -> bool:
+    if history is None or history.empty or "trial_id" not in history:
+        return False
+    return str(history["trial_id"].iloc[-1]) != str(last.get("trial_id", ""))
+
+
+def _missing(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
 
 
 def _trial_id_from_path(path: str) -> str:

@@ -125,9 +125,15 @@ def describe(settings: Settings, folder: Path, command: Sequence[str] | None = N
     """What the sweep is, written when it starts: budget, search, what is tuned and how."""
     scheduler = settings.scheduler
     keeps = f"keeps 1/{format_value(scheduler.reduction_factor)} at each rung"
+    copies = (
+        f"every {scheduler.perturbation_interval} epochs the bottom "
+        f"{format_value(scheduler.quantile_fraction)} copy the top"
+    )
     stopping = {
         "asha": f"ASHA early stopping (grace {scheduler.grace_period} epochs, {keeps})",
         BOHB_HYPERBAND: f"BOHB's HyperBand early stopping ({keeps})",
+        "pbt": f"Population Based Training ({copies})",
+        "pb2": f"Population Based Bandits ({copies})",
     }.get(scheduler.name, "no early stopping")
     lines = [
         f"**{settings.num_samples} trials × up to {settings.max_epochs} epochs**, "

@@ -62,6 +62,7 @@ class MlflowTrialLogger(DriverCallback):
         self.max_epochs = max_epochs
         self.unfinished: list[str] = []
         self._logged_step: dict[str, int] = {}  # trial id → last step in MLflow (writer thread)
+        self._trained_with: dict[str, dict[str, float]] = {}  # pbt: trial id → last values
 
     def on_trial_start(self, iteration: int, trials: Trials, trial: Trial, **info: Any) -> None:
         if self._out_of_time(trial):
@@ -80,6 +81,7 @@ class MlflowTrialLogger(DriverCallback):
         trial_id, host = trial.trial_id, result.get("hostname", "")
         node_id = result.get(outcome.NODE_ID_KEY, "")
         first = step == 1 or result.get("iterations_since_restore") == 1
+        changed = self._trained_with_new_values(trial_id, result)
 
         def write() -> None:
             run_id = self.tracker.child_run(trial_id)
@@ -94,11 +96,28 @@ class MlflowTrialLogger(DriverCallback):
                 return
             self.tracker.log_metrics(metrics, step=step, run_id=run_id)
             self._logged_step[trial_id] = step
+            if changed:  # pbt copied a better trial and perturbed its values
+                change = {f"{tags.CONFIG_CHANGE}_{step:03d}": describe_point(changed, self.dims)}
+                self.tracker.set_tags(change, run_id)
             if first:
                 # Where the trial runs (again after a retry on another node).
                 self.tracker.set_tags({tags.NODE: host, tags.NODE_ID: node_id}, run_id)
 
         self.tracker.writer.submit(write)
+
+    def _trained_with_new_values(self, trial_id: str, result: dict) -> dict[str, float]:
+        """pbt/pb2 copied a better trial and moved its values: those this epoch used that
+        differ from the epoch before (the worker reports them, so the epoch is exact)."""
+        used = {
+            k.removeprefix(outcome.TRAINED_WITH): v
+            for k, v in result.items()
+            if k.startswith(outcome.TRAINED_WITH)
+        }
+        before = self._trained_with.get(trial_id)
+        self._trained_with[trial_id] = used
+        if before is None:
+            return {}
+        return {k: v for k, v in used.items() if before.get(k) != v}
 
     def on_trial_recover(self, iteration: int, trials: Trials, trial: Trial, **info: Any) -> None:
         """A failed trial about to be retried, from its last checkpoint or from the start:
@@ -127,7 +146,12 @@ class MlflowTrialLogger(DriverCallback):
 
     def on_trial_error(self, iteration: int, trials: Trials, trial: Trial, **info: Any) -> None:
         if not self._setup_failed(trial):
-            _print_failure(trial, self.first_number, "no retries left, the sweep goes on")
+            if self.stopper.needs_every_trial:
+                self.stopper.stalled = True
+                then = "no retries left; synchronous pbt cannot go on without it: the sweep ends"
+            else:
+                then = "no retries left, the sweep goes on"
+            _print_failure(trial, self.first_number, then)
         self._close(trial, outcome.ERROR, error_file=trial.error_file)
 
     def _setup_failed(self, trial: Trial) -> bool:

@@ -21,6 +21,8 @@ KILLED = "killed"
 NODE_ID_KEY = "node_id"
 # Result key: the trial's epoch ended after the sweep's time budget (the worker's clock).
 BUDGET_SPENT = "time_budget_spent"
+# Result key prefix (pbt, pb2): the values a trial trained this epoch with (``hp/model.lr``).
+TRAINED_WITH = "hp/"
 # Keys our trials and Tune report that are bookkeeping, not metrics to plot.
 _NOT_METRICS = {
     *AUTO_RESULT_KEYS,
@@ -71,10 +73,23 @@ class TrialStopper(Stopper):
     (sweep/run/tuner.py), so ``bad_input`` is read where it was set.
     """
 
-    def __init__(self, metric: str, budget: TimeBudget | None = None) -> None:
+    def __init__(
+        self,
+        metric: str,
+        budget: TimeBudget | None = None,
+        needs_every_trial: bool = False,
+        last_epoch: int | None = None,
+    ) -> None:
         self.metric = metric
         self.budget = budget
+        # pbt/pb2: a trial ends at its last epoch before the scheduler sees the result, or
+        # it would copy another trial's config that nothing trains with any more.
+        self.last_epoch = last_epoch
         self.bad_input: tuple[str, str] | None = None  # (key, message) for a ConfigError
+        # Synchronous pbt/pb2 waits for every trial at each interval, a failed one too
+        # (Ray's scheduler never stops waiting): such a failure ends the sweep instead.
+        self.needs_every_trial = needs_every_trial
+        self.stalled = False
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         if "epoch" in result and self.metric not in result:
@@ -85,12 +100,14 @@ class TrialStopper(Stopper):
                 "set metric=<one of those> (and mode)",
             )
             return True
+        if self.last_epoch is not None and result.get("epoch", 0) >= self.last_epoch:
+            return True
         # Diverged: a retry would diverge again. Out of time: the epoch just ended.
         return bool(result.get("diverged") or result.get(BUDGET_SPENT))
 
     def stop_all(self) -> bool:
         budget_spent = self.budget is not None and self.budget.spent and not self.budget.running
-        return self.bad_input is not None or budget_spent
+        return self.bad_input is not None or budget_spent or self.stalled
 
 
 class TimeBudget(Callback):

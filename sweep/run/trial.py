@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 import math
 import tempfile
 import time
@@ -24,13 +25,14 @@ from ray import tune
 
 from sweep.config.space import Dimension, apply_values, config_values
 from sweep.quiet import silence
-from sweep.run.outcome import BUDGET_SPENT, NODE_ID_KEY
+from sweep.run.outcome import BUDGET_SPENT, NODE_ID_KEY, TRAINED_WITH
 
 CHECKPOINT_FILE = "model.ckpt"
 # Beside each checkpoint the sweep writes: its SHA-256, so that only the sweep's own files
 # are loaded with pickling allowed (Lightning users' hyperparameters hold nn.Modules and
 # functools.partial optimizers, which torch's safe loading refuses).
 DIGEST_FILE = "model.ckpt.sha256"
+VALUES_FILE = "values.json"  # the config values the checkpoint was trained with
 # Keys in model/data config groups that describe the group instead of configuring the object.
 METADATA_KEYS = ("name",)
 
@@ -128,21 +130,64 @@ class TuneReporter(L.Callback):
     ASHA may stop the trial inside ``tune.report`` (it exits the process), so nothing
     that must happen at a trial's end lives after ``fit``: the driver handles endings.
     With a time budget, each report says whether it is spent (the driver's stopper acts).
+    Each checkpoint holds the config values it was trained with (:data:`VALUES_FILE`).
     """
 
-    def __init__(self, deadline: float | None = None) -> None:
+    def __init__(
+        self,
+        values: Mapping[str, Any],
+        deadline: float | None = None,
+        population: bool = False,
+    ) -> None:
+        self.values = dict(values)
         self.deadline = deadline
+        # pbt, pb2: each epoch says which values it trained with, and the optimizer's rate.
+        self.population = population
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         result: dict[str, Any] = epoch_metrics(trainer)
         result[NODE_ID_KEY] = ray.get_runtime_context().get_node_id()
         if self.deadline is not None:
             result[BUDGET_SPENT] = time.time() >= self.deadline
+        if self.population:
+            numbers = {k: v for k, v in self.values.items() if isinstance(v, (int, float))}
+            result.update({f"{TRAINED_WITH}{k}": float(v) for k, v in numbers.items()})
+            if trainer.optimizers:
+                result["optimizer_lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / CHECKPOINT_FILE
             trainer.save_checkpoint(path)
             (Path(folder) / DIGEST_FILE).write_text(_sha256(path))
+            (Path(folder) / VALUES_FILE).write_text(json.dumps(self.values, default=str))
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+class ConfiguredOptimizer(L.Callback):
+    """A trial restored from a checkpoint trained with other values (pbt: another trial's,
+    perturbed): Lightning restores the optimizer's state *and* its hyperparameters, so the
+    old learning rate would silently win over the new one (ray-project/ray#36660). After the
+    restore, every param group takes the hyperparameters the module configures now
+    (``configure_optimizers`` with the new config); the state (moments, momentum) stays."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        fresh = _optimizers(pl_module.configure_optimizers())
+        for restored, new in zip(trainer.optimizers, fresh, strict=False):
+            for group, new_group in zip(restored.param_groups, new.param_groups, strict=False):
+                group.update({k: v for k, v in new_group.items() if k != "params"})
+
+
+def _optimizers(configured: Any) -> list[torch.optim.Optimizer]:
+    """The optimizers in whatever ``configure_optimizers`` returned (one, a list, a dict
+    with ``optimizer``, or (optimizers, schedulers))."""
+    if isinstance(configured, torch.optim.Optimizer):
+        return [configured]
+    if isinstance(configured, dict):
+        return _optimizers(configured.get("optimizer"))
+    if isinstance(configured, (list, tuple)):
+        if len(configured) == 2 and isinstance(configured[0], (list, tuple)):
+            return _optimizers(configured[0])  # ([optimizers], [schedulers])
+        return [opt for item in configured for opt in _optimizers(item)]
+    return []
 
 
 def _sha256(path: Path) -> str:
@@ -162,6 +207,7 @@ def train(
     cpus: float,
     verbose: int = 0,
     deadline: float | None = None,
+    population: bool = False,
 ) -> None:
     """Ray Tune function trainable: ``config`` holds this trial's sampled point."""
     checkpoint = tune.get_checkpoint()
@@ -169,14 +215,18 @@ def train(
         return  # the sweep's time budget was spent before this trial began: it never trains
     # One trial per CPU by default: more torch threads than CPUs only adds contention.
     torch.set_num_threads(max(1, int(cpus)))
-    cfg = apply_values(base, config_values(list(dims), config))
-    reporter = TuneReporter(deadline)
+    values = config_values(list(dims), config)
+    cfg = apply_values(base, values)
+    callbacks: list[L.Callback] = [TuneReporter(values, deadline, population)]
     if checkpoint is None:
-        fit(cfg, [reporter], verbose=verbose)
+        fit(cfg, callbacks, verbose=verbose)
         return
     with checkpoint.as_directory() as folder:
         ckpt = Path(folder) / CHECKPOINT_FILE
-        fit(cfg, [reporter], ckpt, trusted=written_by_sweep(Path(folder)), verbose=verbose)
+        trained_with = Path(folder) / VALUES_FILE
+        if trained_with.is_file() and json.loads(trained_with.read_text()) != values:
+            callbacks.append(ConfiguredOptimizer())
+        fit(cfg, callbacks, ckpt, trusted=written_by_sweep(Path(folder)), verbose=verbose)
 
 
 class PrintReporter(L.Callback):

@@ -14,11 +14,17 @@ import optuna
 import pyarrow.fs
 from ray import tune
 from ray.tune import ExperimentAnalysis, ResultGrid
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandForBOHB, TrialScheduler
+from ray.tune.schedulers import (
+    ASHAScheduler,
+    FIFOScheduler,
+    HyperBandForBOHB,
+    PopulationBasedTraining,
+    TrialScheduler,
+)
 from ray.tune.search import BasicVariantGenerator, SearchAlgorithm
 from ray.tune.search.optuna import OptunaSearch
 
-from sweep.config.settings import BOHB_HYPERBAND, Settings
+from sweep.config.settings import BOHB_HYPERBAND, POPULATION, Settings
 from sweep.config.space import Dimension, fixed_points
 from sweep.folder import SweepFolder
 from sweep.run.callbacks import MlflowTrialLogger
@@ -62,6 +68,30 @@ def make_scheduler(settings: Settings) -> TrialScheduler:
     section = settings.scheduler
     if section.name == "fifo":
         return FIFOScheduler()
+    # pbt, pb2: widths, layers and choices stay as drawn (a checkpoint cannot take a new
+    # shape); the continuous dimensions move.
+    moving = [d for d in settings.dims if d.is_continuous and not d.when]
+    if section.name == "pb2":
+        from ray.tune.schedulers.pb2 import PB2  # GPy: the optional extra [pb2]
+
+        domains = {d.key: to_domain(d) for d in moving}
+        return PB2(
+            time_attr="training_iteration",
+            perturbation_interval=section.perturbation_interval,
+            hyperparam_bounds={k: [dom.lower, dom.upper] for k, dom in domains.items()},
+            quantile_fraction=section.quantile_fraction,
+            synch=section.synch,
+        )
+    if section.name == "pbt":
+        mutations = {d.key: to_domain(d) for d in moving}
+        return PopulationBasedTraining(
+            time_attr="training_iteration",
+            perturbation_interval=section.perturbation_interval,
+            hyperparam_mutations=mutations,
+            quantile_fraction=section.quantile_fraction,
+            resample_probability=section.resample_probability,
+            synch=section.synch,
+        )
     if section.name == BOHB_HYPERBAND:
         return HyperBandForBOHB(
             time_attr="training_iteration",
@@ -172,7 +202,13 @@ def fit(
     from there: callbacks and stopper are this driver's own either way. After
     ``deadline`` (``time.time()``) no trial trains: the sweep's time budget."""
     budget = TimeBudget(deadline) if deadline is not None else None
-    stopper = TrialStopper(settings.metric, budget)
+    population = settings.scheduler.name in POPULATION
+    stopper = TrialStopper(
+        settings.metric,
+        budget,
+        needs_every_trial=population and settings.scheduler.synch,
+        last_epoch=settings.max_epochs if population else None,
+    )
     callbacks: list[tune.Callback] = [
         *([budget] if budget is not None else []),
         MlflowTrialLogger(
@@ -188,6 +224,7 @@ def fit(
             cpus=settings.cpus_per_trial,
             verbose=settings.verbose,
             deadline=deadline,
+            population=settings.scheduler.name in POPULATION,
         ),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
     )
@@ -227,7 +264,9 @@ def fit(
                 callbacks=callbacks,
                 stop=stopper,
                 checkpoint_config=tune.CheckpointConfig(
-                    num_to_keep=1,  # plus the latest, which Tune always keeps for resuming
+                    # Plus the latest, which Tune always keeps for resuming. pbt and pb2 keep
+                    # all: a trial copies another's checkpoint after that one has moved on.
+                    num_to_keep=None if settings.scheduler.name in POPULATION else 1,
                     checkpoint_score_attribute=settings.metric,
                     checkpoint_score_order=settings.mode,
                 ),

@@ -23,3 +23,4 @@ RETRIES = "sweep.retries"
 LAST_ERROR = "sweep.last_error"
 NODE = "sweep.node"
 NODE_ID = "sweep.node_id"
+CONFIG_CHANGE = "sweep.config_at_epoch"  # prefix: pbt gave the trial new values from this epoch
