@@ -44,7 +44,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python bench/scale.py` from a checkout
     sys.path.insert(0, str(REPO))
-# Trial workers import bench.scale_model too: they inherit PYTHONPATH (sweep.cluster.trial_env).
+# Trial workers import bench.scale_model too: they inherit PYTHONPATH (sweep.run.cluster.trial_env).
 os.environ["PYTHONPATH"] = os.pathsep.join(
     dict.fromkeys([str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
 )
