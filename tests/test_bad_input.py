@@ -101,7 +101,7 @@ CASES: list[tuple[tuple[str, ...], str, str]] = [
     (
         ("+search_space.model.lr.extra=1",),
         "search_space.model.lr.extra",
-        "takes low, high (and role), not extra; remove it",
+        "takes low, high (and role, when), not extra; remove it",
     ),
     (
         ("search_space.model.hidden={type: choice, values: null}",),
