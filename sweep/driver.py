@@ -203,7 +203,7 @@ def budget_lines(
     if settings.time_budget is None:
         return []
     stopped = sum(row.end_reason == TIME_BUDGET for row in rows)
-    planned = tuner.total_trials(settings) * len(list(stages.plan(settings)))
+    planned = tuner.total_trials(settings) * len(list(stages.plan(settings)))  # every stage
     if not stopped and len(rows) >= planned and not outcome.out_of_time:
         return []
     lines = [
@@ -212,7 +212,7 @@ def budget_lines(
         f"ran, {stopped} stopped by it at the end of an epoch.",
     ]
     if len(rows) < planned:
-        if len(list(stages.plan(settings))) > 1:
+        if settings.staged:
             lines.append("  The stages after it did not run; a staged sweep is not extended.")
         else:
             lines.append(f"  Run the other {planned - len(rows)}:  {resume_command(folder)}")

@@ -180,8 +180,7 @@ def extension(settings: Settings, folder: SweepFolder) -> Part | None:
     have = sum(part.trials for part in parts(settings, folder))
     if settings.num_samples <= have:
         return None
-    staged = settings.refine_rounds or any(d.role == "scientific" for d in settings.dims)
-    if staged:
+    if settings.staged:
         raise ConfigError(
             "num_samples",
             f"{settings.num_samples} would extend {folder.path}, but only a plain sweep "

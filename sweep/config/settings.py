@@ -97,6 +97,11 @@ class Settings:
     trial_offset: int = 0  # an extension's trials are numbered after the earlier parts' trials
     time_budget: float | None = None  # seconds: no trial starts after that; running ones end
 
+    @property
+    def staged(self) -> bool:
+        """Several stages (refinement rounds, scientific values) rather than one."""
+        return bool(self.refine_rounds) or any(d.role == "scientific" for d in self.dims)
+
 
 def load_settings(cfg: DictConfig) -> Settings:
     """Validate ``cfg`` and return its typed view; raises ConfigError on the first mistake."""

@@ -79,8 +79,7 @@ def load(settings: Settings) -> WarmStart:
         raise ConfigError(KEY, f"{settings.searcher.name} search {why}; use searcher=tpe")
     if settings.searcher.points:
         raise ConfigError(KEY, "searcher.points and a warm start together: keep one")
-    staged = settings.refine_rounds or any(d.role == "scientific" for d in settings.dims)
-    if staged:
+    if settings.staged:
         raise ConfigError(KEY, "a staged sweep (refine_rounds, scientific) cannot warm-start")
     table = _results(source, settings.tracking_uri)
     metric = f"best_{settings.metric}"
