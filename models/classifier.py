@@ -1,7 +1,8 @@
 """The training loop shared by every classifier here: loss, accuracy, optimizer.
 
 Subclasses only build ``self.net``; metric names (``train_loss``, ``train_acc``,
-``val_loss``, ``val_acc``) are logged once per epoch, which is the unit ASHA counts.
+``val_loss``, ``val_acc``, and the model's size ``param_count``) are logged once per
+epoch, which is the unit ASHA counts.
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ class Classifier(L.LightningModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        # The model's size, for a sweep that trades accuracy against it:
+        # `sweep metric=[val_acc,param_count] mode=[max,min]`.
+        self.log("param_count", float(sum(p.numel() for p in self.parameters())))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = self.parameters()

@@ -21,6 +21,7 @@ TUNE_DIR = "tune"  # Ray Tune's experiment (``tune-<stage>`` per stage of a stag
 CONFIG_FILE = "config.yaml"  # the composed config
 RESULTS_FILE = "results.csv"  # one row per trial
 BEST_FILE = "best.yaml"  # the best trial's config, re-runnable
+FRONT_DIR = "front"  # several objectives: trial-NNN.yaml, one config per Pareto-front trial
 CHECKS_FILE = "checks.json"  # the review's findings
 PLOTS_DIR = "plots"
 RUNNING, FINISHED, INTERRUPTED = "running", "finished", "interrupted"

@@ -195,9 +195,10 @@ def _check_comparable(settings: Settings, folder: SweepFolder) -> None:
     """The new trials are ranked with the earlier ones: same metric, direction, epochs."""
     config = folder.path / CONFIG_FILE
     first = yaml.safe_load(config.read_text()) if config.is_file() else {}
-    now = {
-        "metric": settings.metric,
-        "mode": settings.mode,
+    several = settings.several_objectives
+    now: dict[str, Any] = {
+        "metric": list(settings.metrics) if several else settings.metric,
+        "mode": [m for _, m in settings.objectives] if several else settings.mode,
         "trainer.max_epochs": settings.max_epochs,
     }
     for key, value in now.items():
@@ -306,6 +307,8 @@ def continued(settings: Settings, earlier: list[TrialRow]) -> tuple[Settings, st
         "random": "random draws new points",
         "bohb": "bohb draws new points (it cannot be given the earlier trials)",
     }[searcher.name]
+    if settings.several_objectives and searcher.name == "tpe":
+        how = "tpe draws new points (with several objectives it cannot be given earlier trials)"
     if scheduler.name == "asha":
         how += "; ASHA's rungs hold the earlier trials' values"
     changed = dataclasses.replace(

@@ -46,6 +46,30 @@ CASES: list[tuple[tuple[str, ...], str, str]] = [
         "exceeds trainer.max_epochs",
     ),
     (("mode=maximize",), "mode", "'maximize' is not min or max"),
+    # Several objectives: a direction each, and nothing that ranks trials by one metric.
+    (
+        ("metric=[val_acc,param_count]",),
+        "mode",
+        "'max' gives 1 direction(s) for 2 metric(s); give one per metric, in the same order, "
+        "e.g. mode=[max,max]",
+    ),
+    (("metric=[val_acc,val_acc]", "mode=[max,max]"), "metric", "names a metric twice"),
+    (("metric=[]",), "metric", "names no metric"),
+    (
+        ("metric=[val_acc,param_count]", "mode=[max,min]", "refine_rounds=1"),
+        "refine_rounds",
+        "refinement ranks trials by one metric",
+    ),
+    (
+        ("metric=[val_acc,param_count]", "mode=[max,min]", "searcher=bohb"),
+        "searcher",
+        "bohb models one metric; use searcher=tpe",
+    ),
+    (
+        ("metric=[val_acc,param_count]", "mode=[max,min]", "scheduler=pbt"),
+        "scheduler",
+        "pbt copies trials by one metric",
+    ),
     (("resources.cpu=64",), "resources.cpu", "64 CPUs per trial, but the cluster has"),
     (
         ("resources.gpu=1", "cluster.num_gpus=0"),
@@ -207,7 +231,8 @@ def test_a_metric_the_model_never_logs_stops_at_the_first_report(tmp_path) -> No
     line = proc.stderr.strip().splitlines()[-1]
     assert line == (
         "error: metric: 'val_accuracy' is not reported by the model, which reports "
-        "train_acc, train_loss, val_acc, val_loss; set metric=<one of those> (and mode)"
+        "param_count, train_acc, train_loss, val_acc, val_loss; set metric=<one of those> "
+        "(and mode)"
     )
     assert "Traceback" not in proc.stderr
     from mlflow.tracking import MlflowClient

@@ -217,3 +217,32 @@ def test_the_template_s_optuna_file_runs_unchanged_on_ray(tmp_path: Path) -> Non
     runs = client.search_runs([experiment.experiment_id], "tags.`sweep.trial_id` != ''")
     assert len(runs) == 3 and all("val/acc" in r.data.metrics for r in runs)
     assert {r.data.params["model.net.lin2_size"] for r in runs} <= {"32", "64", "96", "128"}
+
+
+def test_an_outside_model_s_metrics_make_a_pareto_front(tmp_path: Path) -> None:
+    """Two of the template's metrics (``val/acc`` up, ``val/loss`` down) as objectives: the
+    front is computed from its names, and a front config re-trains its nested model."""
+    sweep = args(tmp_path, "metric=[val/acc,val/loss]", "mode=[max,min]", "searcher=tpe")
+    sweep = [a for a in sweep if a != "metric=val/acc" and not a.startswith("trainer.")]
+    proc = run_sweep(LHT, *sweep, "trainer.max_epochs=2", "num_samples=4", "best_model=false")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Pareto front (val/acc max, val/loss min):" in proc.stdout, proc.stdout
+    (folder,) = (tmp_path / "sweeps" / NAME).iterdir()
+    table = pd.read_csv(folder / "results.csv")
+    assert table["val/loss"].notna().all() and table["pareto_front"].any()
+    first = min(int(n) for n in table.loc[table["pareto_front"], "trial"])
+    retrain = run_sweep(
+        LHT,
+        "--config-dir",
+        str(folder / "front"),
+        "--config-name",
+        f"trial-{first:03d}",
+        "single_trial=true",
+    )
+    assert retrain.returncode == 0, retrain.stdout + retrain.stderr
+    # The same config, not bit for bit the same run: a trial's torch uses resources.cpu
+    # threads, this process all of them.
+    accuracy = float(table.loc[table["trial"] == first, "best_val/acc"].iloc[0])
+    last = retrain.stdout.strip().splitlines()[-1]
+    assert last.startswith("best val/acc: "), retrain.stdout
+    assert abs(float(last.split()[2]) - accuracy) < 0.02, (last, accuracy)

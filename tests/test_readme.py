@@ -87,6 +87,10 @@ COVERED: dict[str, str] = {
     "sweep '+search_space.model.optimizer={type: choice, values: [adam, sgd], role: scientific}'": (
         "tests/test_tuning_practice.py::test_comparison_finds_the_better_optimizer"
     ),
+    "sweep search_space=mlp_size 'metric=[val_acc,param_count]' 'mode=[max,min]' "
+    "searcher=tpe": (
+        "tests/test_objectives.py::test_a_two_objective_sweep_shows_and_tags_its_front"
+    ),
     "sweep '+search_space.model.optimizer={type: choice, values: [adam, sgd]}' "
     "'+search_space.model.beta1={type: one_minus_log, low: 0.8, high: 0.99, "
     "when: {model.optimizer: sgd}}'": (

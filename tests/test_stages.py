@@ -102,7 +102,7 @@ def test_outcome_ranks_rows_across_stages(composed, tmp_path: Path) -> None:
 def test_the_stopper_pickles_as_data_and_names_what_the_model_reports() -> None:
     import pickle
 
-    stopper = pickle.loads(pickle.dumps(TrialStopper("val_acc")))
+    stopper = pickle.loads(pickle.dumps(TrialStopper(("val_acc",))))
     assert not stopper("t", {"epoch": 1, "val_acc": 0.5})
     assert stopper("t", {"epoch": 1, "val/acc": 0.5, "train_loss": 1.0})
     assert stopper.stop_all()
@@ -111,7 +111,7 @@ def test_the_stopper_pickles_as_data_and_names_what_the_model_reports() -> None:
         "'val_acc' is not reported by the model, which reports train_loss, val/acc; "
         "set metric=<one of those> (and mode)",
     )
-    assert TrialStopper("val_acc")("t", {"epoch": 2, "val_acc": 0.1, "diverged": 1.0})
+    assert TrialStopper(("val_acc",))("t", {"epoch": 2, "val_acc": 0.1, "diverged": 1.0})
 
 
 @pytest.fixture
@@ -121,7 +121,7 @@ def logger(composed, tmp_path: Path) -> tuple[MlflowTrialLogger, Tracker, Mlflow
     tracker = Tracker(uri, "exp")
     tracker.start_parent("sweep", tmp_path, {}, {})
     callback = MlflowTrialLogger(
-        tracker, settings.dims, settings.max_epochs, StopSignals(), TrialStopper("val_acc")
+        tracker, settings.dims, settings.max_epochs, StopSignals(), TrialStopper(("val_acc",))
     )
     return callback, tracker, MlflowClient(uri)
 

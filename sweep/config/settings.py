@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from sweep.config.space import Dimension, fixed_points, parse_space
 from sweep.errors import ConfigError
@@ -72,7 +72,7 @@ class Settings:
     """The sweep's own knobs (the model/data/trainer sections go to trials as they are)."""
 
     name: str
-    metric: str
+    metric: str  # the first objective: ASHA, checkpoints, the progress line and "best" use it
     mode: str
     num_samples: int
     seed: int
@@ -96,6 +96,18 @@ class Settings:
     register_model: str | None = None  # ... and register it in the Model Registry as this
     trial_offset: int = 0  # an extension's trials are numbered after the earlier parts' trials
     time_budget: float | None = None  # seconds: no trial starts after that; running ones end
+    # metric=[a,b] mode=[max,min]: every objective as (metric, mode), the first one first.
+    objectives: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """Every metric the trials must report: the objectives, or the one metric."""
+        return tuple(m for m, _ in self.objectives) or (self.metric,)
+
+    @property
+    def several_objectives(self) -> bool:
+        """A Pareto front is sought rather than one best value."""
+        return len(self.objectives) > 1
 
     @property
     def staged(self) -> bool:
@@ -108,12 +120,8 @@ def load_settings(cfg: DictConfig) -> Settings:
     _default_names(cfg)
     _check_required(cfg)
     raw = _plain(cfg)
-    mode = raw["mode"]
-    if mode not in ("min", "max"):
-        raise ConfigError("mode", f"{mode!r} is not min or max; set mode=max or mode=min")
-    metric = raw["metric"]
-    if not isinstance(metric, str) or not metric:
-        raise ConfigError("metric", f"{metric!r} is not a metric name; e.g. metric=val_acc")
+    objectives = _check_objectives(raw["metric"], raw["mode"])
+    metric, mode = objectives[0]
     num_samples = _integer(raw, "num_samples", minimum=1)
     max_epochs = _integer(raw["trainer"], "max_epochs", minimum=1, prefix="trainer.")
     max_failures = _integer(raw, "max_failures", minimum=0)
@@ -151,6 +159,8 @@ def load_settings(cfg: DictConfig) -> Settings:
             f"{searcher.name} samples every key in every trial and would learn from values a "
             "trial never used; conditional dimensions need searcher=random or quasi_random",
         )
+    if len(objectives) > 1:
+        _check_several_objectives(raw, dims, scheduler, searcher)
     if searcher.name == "bohb":  # BOHB's model learns from the budgets its HyperBand sets
         if scheduler.name == "fifo":
             raise ConfigError(
@@ -181,7 +191,62 @@ def load_settings(cfg: DictConfig) -> Settings:
         probe=_check_probe(raw.get("probe")),
         **_check_best_model(raw.get("best_model", True), raw.get("register_model")),
         time_budget=_check_time_budget(raw.get("time_budget")),
+        objectives=objectives if len(objectives) > 1 else (),
     )
+
+
+def _check_objectives(metric: Any, mode: Any) -> tuple[tuple[str, str], ...]:
+    """``metric``/``mode``: one name and direction, or equal-length lists of them."""
+    metrics = metric if isinstance(metric, list) else [metric]
+    modes = mode if isinstance(mode, list) else [mode]
+    for name in metrics:
+        if not isinstance(name, str) or not name:
+            raise ConfigError("metric", f"{name!r} is not a metric name; e.g. metric=val_acc")
+    if not metrics:
+        raise ConfigError("metric", "[] names no metric; e.g. metric=val_acc")
+    for direction in modes:
+        if direction not in ("min", "max"):
+            raise ConfigError("mode", f"{direction!r} is not min or max; set mode=max or mode=min")
+    if len(set(metrics)) < len(metrics):
+        raise ConfigError("metric", f"{metrics} names a metric twice; list each objective once")
+    if len(modes) != len(metrics):
+        example = ",".join(["max"] * len(metrics))
+        raise ConfigError(
+            "mode",
+            f"{mode!r} gives {len(modes)} direction(s) for {len(metrics)} metric(s); give one "
+            f"per metric, in the same order, e.g. mode=[{example}]",
+        )
+    return tuple(zip(metrics, modes, strict=True))
+
+
+def _check_several_objectives(
+    raw: dict[str, Any], dims: tuple[Dimension, ...], scheduler: Scheduler, searcher: Searcher
+) -> None:
+    """What cannot rank trials by a Pareto front: each names the key that conflicts."""
+    why = "ranks trials by one metric"
+    if raw.get("refine_rounds"):
+        raise ConfigError(
+            "refine_rounds", f"refinement {why}; use refine_rounds=0 with metric=[...]"
+        )
+    scientific = [d.key for d in dims if d.role == "scientific"]
+    if scientific:
+        raise ConfigError(
+            f"search_space.{scientific[0]}.role",
+            f"a scientific comparison {why}; compare on one metric, or drop the role",
+        )
+    if scheduler.name in POPULATION:
+        raise ConfigError(
+            "scheduler", f"{scheduler.name} copies trials by one metric; use scheduler=asha or fifo"
+        )
+    if searcher.name == "bohb":
+        raise ConfigError(
+            "searcher", "bohb models one metric; use searcher=tpe (multi-objective), or random"
+        )
+    if searcher.warm_start:
+        raise ConfigError(
+            "searcher.warm_start",
+            "a warm start gives tpe one value per earlier trial; drop it with metric=[...]",
+        )
 
 
 def _default_names(cfg: DictConfig) -> None:
@@ -214,7 +279,7 @@ def _plain(cfg: DictConfig) -> dict[str, Any]:
     for key in cfg:
         try:
             value = cfg[key]
-            if isinstance(value, DictConfig):
+            if isinstance(value, (DictConfig, ListConfig)):
                 value = OmegaConf.to_container(value, resolve=True)
             out[str(key)] = value
         except Exception as exc:  # omegaconf's MissingMandatoryValue, InterpolationResolutionError

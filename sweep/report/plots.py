@@ -150,6 +150,47 @@ def isolation(comparison: Comparison, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def pareto_front(
+    rows: Sequence[TrialRow],
+    front: Sequence[TrialRow],
+    objectives: Sequence[tuple[str, str]],
+    path: Path,
+) -> Path | None:
+    """The first objective against the second, every trial grey and the front joined up
+    (a third objective and more are in the summary's table, not drawn)."""
+    (y_name, _), (x_name, x_mode) = objectives[0], objectives[1]
+    points = [
+        r
+        for r in rows
+        if all(math.isfinite(r.objectives.get(m, math.nan)) for m in (x_name, y_name))
+    ]
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    ax.scatter(
+        [r.objectives[x_name] for r in points],
+        [r.objectives[y_name] for r in points],
+        color=OTHER_COLOUR,
+        s=22,
+        alpha=0.7,
+        label="trial",
+    )
+    on_front = sorted(front, key=lambda r: r.objectives[x_name], reverse=x_mode == "max")
+    xs, ys = [r.objectives[x_name] for r in on_front], [r.objectives[y_name] for r in on_front]
+    ax.plot(xs, ys, "-o", color=BEST_COLOUR, drawstyle="steps-post", zorder=3, label="Pareto front")
+    for row, x, y in zip(on_front, xs, ys, strict=True):
+        ax.annotate(str(row.number), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    low, high = min(r.objectives[x_name] for r in points), max(r.objectives[x_name] for r in points)
+    if low > 0 and high / low > 20:  # sizes, latencies: orders of magnitude apart
+        ax.set_xscale("log")
+    ax.set_xlabel(f"{x_name} ({x_mode})")
+    ax.set_ylabel(f"{y_name} ({objectives[0][1]})")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title(f"Pareto front: {y_name} against {x_name} (trial numbers on the front)")
+    return _save(fig, path)
+
+
 def _save(fig: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()

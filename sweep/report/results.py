@@ -15,7 +15,8 @@ import yaml
 from sweep.config.redact import redact
 from sweep.config.settings import Settings
 from sweep.config.space import apply_values, config_values
-from sweep.folder import BEST_FILE, RESULTS_FILE
+from sweep.folder import BEST_FILE, FRONT_DIR, RESULTS_FILE
+from sweep.report.front import pareto
 from sweep.run.outcome import DIVERGED, ERROR, end_reason, trial_number
 from sweep.track import tags
 
@@ -46,6 +47,9 @@ class TrialRow:
     experiment_tag: str = ""
     stage: str = ""  # the round / scientific value / part it ran in, when a sweep has several
     first_number: int = 0  # an extension's trials are numbered after the earlier parts'
+    # Several objectives: each one's value at the epoch where the first was best (the
+    # checkpoint kept), so a trial is one point of the Pareto front (sweep/report/front.py).
+    objectives: dict[str, float] = field(default_factory=dict)
 
     @property
     def number(self) -> int:
@@ -89,9 +93,24 @@ def collect(results: Any, settings: Settings) -> list[TrialRow]:
                 history=history,
                 experiment_tag=str(last.get("experiment_tag", "")),
                 first_number=settings.trial_offset,
+                objectives=at_best(history, settings) if settings.several_objectives else {},
             )
         )
     return rank(rows, mode)
+
+
+def at_best(history: pd.DataFrame | None, settings: Settings) -> dict[str, float]:
+    """Every objective's value at the epoch where the first objective was best: the
+    epoch whose checkpoint the trial keeps. NaN where the trial never reported it."""
+    nan = dict.fromkeys(settings.metrics, math.nan)
+    if history is None or settings.metric not in history:
+        return nan
+    first = pd.to_numeric(history[settings.metric], errors="coerce")
+    first = first[first.map(math.isfinite)]
+    if first.empty:
+        return nan
+    epoch = first.idxmax() if settings.mode == "max" else first.idxmin()
+    return {m: float(history.at[epoch, m]) if m in history else math.nan for m in nan}
 
 
 def _last_line(error: BaseException | None) -> str | None:
@@ -131,7 +150,10 @@ def best_row(ranked: list[TrialRow]) -> TrialRow | None:
     return next((row for row in ranked if not math.isnan(row.best)), None)
 
 
-def table(rows: list[TrialRow], metric: str) -> pd.DataFrame:
+def table(rows: list[TrialRow], metric: str, front: list[TrialRow] | None = None) -> pd.DataFrame:
+    """results.csv; with several objectives (``front`` given) each one's value at the
+    trial's best epoch, and whether the trial is on the Pareto front."""
+    on_front = {id(row) for row in front or []}
     return pd.DataFrame(
         [
             {
@@ -142,6 +164,8 @@ def table(rows: list[TrialRow], metric: str) -> pd.DataFrame:
                 "epochs": row.epochs,
                 f"best_{metric}": row.best,
                 f"final_{metric}": row.final,
+                **{m: v for m, v in row.objectives.items() if m != metric},  # at the best epoch
+                **({"pareto_front": id(row) in on_front} if front is not None else {}),
                 **row.values,
                 "checkpoint": row.checkpoint,
             }
@@ -180,6 +204,9 @@ class SweepResult:
     # The post-sweep review (sweep/report/review.py), already rendered as lines.
     review_lines: list[str] = field(default_factory=list)
     model: str = ""  # the best model in MLflow (sweep/report/model.py), when logged
+    # Several objectives: the Pareto front (ranked rows) and its configs (front/trial-NNN.yaml).
+    front: list[TrialRow] = field(default_factory=list)
+    front_files: list[Path] = field(default_factory=list)
 
     @property
     def status(self) -> str:
@@ -198,8 +225,9 @@ def finish(
     """Write results.csv and best.yaml, attach them and the best metric to the parent run,
     and collect the warnings; the caller renders the summary and closes the parent run."""
     metric = settings.metric
+    front = pareto(rows, settings.objectives) if settings.several_objectives else None
     results_file = folder / RESULTS_FILE
-    table(rows, metric).to_csv(results_file, index=False)
+    table(rows, metric, front).to_csv(results_file, index=False)
     tracker.log_artifact(results_file)
     best = best_row(rows)
     best_file = None
@@ -209,13 +237,45 @@ def finish(
         tracker.log_metrics({f"best_{metric}": best.best})
         tracker.set_tags({tags.BEST_TRIAL: best.trial_id})
     run = (tracker.uri, tracker.experiment_id, tracker.parent_run_id)
-    warnings = _warnings(rows, metric, tracker.writer.errors)
-    return SweepResult(rows, best, folder, results_file, best_file, *run, warnings, review_lines)
+    warnings = _warnings(rows, settings.metrics, tracker.writer.errors)
+    result = SweepResult(rows, best, folder, results_file, best_file, *run, warnings, review_lines)
+    if front is not None:
+        result.front, result.front_files = front, write_front(rows, front, base, folder, tracker)
+    return result
 
 
-def _warnings(rows: list[TrialRow], metric: str, write_errors: list[str]) -> list[str]:
+def write_front(
+    rows: list[TrialRow],
+    front: list[TrialRow],
+    base: dict[str, Any],
+    folder: Path,
+    tracker: Tracker,
+) -> list[Path]:
+    """One re-runnable config per front trial in ``front/`` (what an extension's earlier
+    front left there goes first: its trials may no longer be on it), and each trial's
+    ``sweep.pareto_front`` tag, true or false, so the runs list filters the front."""
+    directory = folder / FRONT_DIR
+    directory.mkdir(exist_ok=True)
+    for stale in directory.glob("trial-*.yaml"):
+        stale.unlink()
+    files = [
+        write_yaml(directory / f"trial-{row.number:03d}.yaml", best_config(base, row))
+        for row in front
+    ]
+    for file in files:
+        tracker.log_artifact(file, artifact_path=FRONT_DIR)
+    on_front = {id(row) for row in front}
+    tracker.tag_trials(
+        {row.trial_id: {tags.PARETO_FRONT: str(id(row) in on_front).lower()} for row in rows}
+    )
+    tracker.set_tags({tags.FRONT_TRIALS: ", ".join(str(row.number) for row in front)})
+    return files
+
+
+def _warnings(rows: list[TrialRow], metrics: tuple[str, ...], write_errors: list[str]) -> list[str]:
     failed = [row for row in rows if row.end_reason == ERROR]
     diverged = [row for row in rows if row.end_reason == DIVERGED]
+    metric = metrics[0]
     silent = [r for r in rows if math.isnan(r.best) and r.end_reason not in (ERROR, DIVERGED)]
     warnings = []
     if failed:

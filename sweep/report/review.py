@@ -21,7 +21,7 @@ from sweep.folder import CHECKS_FILE, PLOTS_DIR
 from sweep.practice import advice, boundary
 from sweep.practice import scientific as roles
 from sweep.practice.boundary import BoundaryWarning
-from sweep.report import plots
+from sweep.report import front, plots
 from sweep.report.results import TrialRow
 from sweep.text import format_value, short_key, table
 from sweep.track import tags
@@ -106,6 +106,10 @@ def review(
     ]
     if comparison is not None:
         made.append(plots.isolation(comparison, plot_dir / "isolation.png"))
+    if settings.several_objectives:
+        objectives = settings.objectives
+        on_front = front.pareto(rows, objectives)
+        made.append(plots.pareto_front(rows, on_front, objectives, plot_dir / "pareto_front.png"))
     return Review(notices, warnings, rounds, comparison, [p for p in made if p is not None])
 
 

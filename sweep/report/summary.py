@@ -16,7 +16,8 @@ from urllib.parse import urlsplit, urlunsplit
 from sweep.config.redact import REDACTED, is_secret_key
 from sweep.config.settings import BOHB_HYPERBAND, Settings
 from sweep.config.space import Dimension
-from sweep.folder import CONFIG_FILE, TUNE_DIR
+from sweep.folder import CONFIG_FILE, FRONT_DIR, TUNE_DIR
+from sweep.report import front
 from sweep.report.results import SweepResult, TrialRow
 from sweep.text import describe_point, duration, format_param, format_value, short_keys, table
 
@@ -37,17 +38,21 @@ def render(result: SweepResult, settings: Settings, elapsed_s: float | None = No
         lines += [f"  ({more}best {metric} over each trial's epochs; every trial: {every})", ""]
         best = result.best
         lines += [
-            f"Best: trial {best.number}{f' ({best.stage})' if best.stage else ''}  "
+            f"Best{f' {metric}' if settings.several_objectives else ''}: trial {best.number}"
+            f"{f' ({best.stage})' if best.stage else ''}  "
             f"{metric}={format_value(best.best)}",
             f"  re-train it  {retrain_command(result)}",
             f"  config       {result.best_file}",
             f"  checkpoint   {best.checkpoint}",
             *([f"  model        {result.model}"] if result.model else []),
         ]
+    if settings.several_objectives:
+        lines += front.lines(result.front, settings, len(rows), result.front_files)
     lines += result.review_lines
     if result.warnings:
         lines += ["", "Warnings:", *(f"  ! {w}" for w in result.warnings)]
     saved = [result.best_file.name] if result.best_file is not None else []
+    saved += [f"{FRONT_DIR}/"] if result.front_files else []
     outputs = ", ".join([result.results_file.name, *saved, CONFIG_FILE, f"{TUNE_DIR}/"])
     lines += ["", f"Outputs  {result.folder}  ({outputs})", *mlflow_ui(result)]
     return "\n".join(lines)
@@ -64,13 +69,15 @@ def top_cells(rows: Sequence[TrialRow], settings: Settings) -> list[list[str]]:
     dims = {dim.key: dim for dim in settings.dims}
     keys = list(dict.fromkeys(key for row in rows for key in row.values))  # conditional too
     staged = any(row.stage for row in rows)  # refinement rounds / scientific values
-    header = ["trial", *(["stage"] if staged else []), settings.metric, "epochs", "end"]
+    others = settings.metrics[1:]  # several objectives: each at the trial's best epoch
+    header = ["trial", *(["stage"] if staged else []), *settings.metrics, "epochs", "end"]
     header += short_keys(keys).values()
     body = [
         [
             str(row.number),
             *([row.stage] if staged else []),
             format_value(row.best) if not math.isnan(row.best) else "-",
+            *(_value(row.objectives.get(m, math.nan)) for m in others),
             str(row.epochs),
             row.end_reason.replace("_", " "),
             *[format_param(row.values[k], dims.get(k)) if k in row.values else "-" for k in keys],
@@ -78,6 +85,10 @@ def top_cells(rows: Sequence[TrialRow], settings: Settings) -> list[list[str]]:
         for row in rows[:TOP]
     ]
     return [header, *body]
+
+
+def _value(value: float) -> str:
+    return format_value(value) if math.isfinite(value) else "-"
 
 
 def retrain_command(result: SweepResult) -> str:
@@ -135,10 +146,15 @@ def describe(settings: Settings, folder: Path, command: Sequence[str] | None = N
         "pbt": f"Population Based Training ({copies})",
         "pb2": f"Population Based Bandits ({copies})",
     }.get(scheduler.name, "no early stopping")
+    goals = " and ".join(f"`{m}` ({mode})" for m, mode in settings.objectives) or (
+        f"`{settings.metric}` ({settings.mode})"
+    )
+    if settings.several_objectives:
+        goals += " (a Pareto front; early stopping by the first)"
     lines = [
         f"**{settings.num_samples} trials × up to {settings.max_epochs} epochs**, "
         f"{settings.searcher.name.replace('_', '-')} search, {stopping}; "
-        f"optimising `{settings.metric}` ({settings.mode}).",
+        f"optimising {goals}.",
         "",
     ]
     if settings.dims:
@@ -176,6 +192,8 @@ def note(result: SweepResult, settings: Settings, description: str) -> str:
             "",
             f"Re-train the best: `{retrain_command(result)}`",
         ]
+        if settings.several_objectives:
+            head += ["", *front.markdown(result.front, settings, len(rows))]
     if result.warnings:
         head += ["", "**Warnings**", "", *(f"- {w}" for w in result.warnings)]
     return "\n".join([*head, "", "---", "", description])

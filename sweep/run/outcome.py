@@ -75,12 +75,12 @@ class TrialStopper(Stopper):
 
     def __init__(
         self,
-        metric: str,
+        metrics: tuple[str, ...],
         budget: TimeBudget | None = None,
         needs_every_trial: bool = False,
         last_epoch: int | None = None,
     ) -> None:
-        self.metric = metric
+        self.metrics = metrics
         self.budget = budget
         # pbt/pb2: a trial ends at its last epoch before the scheduler sees the result, or
         # it would copy another trial's config that nothing trains with any more.
@@ -92,11 +92,12 @@ class TrialStopper(Stopper):
         self.stalled = False
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-        if "epoch" in result and self.metric not in result:
+        missing = [m for m in self.metrics if m not in result]
+        if "epoch" in result and missing:
             reported = ", ".join(sorted(user_metrics(result))) or "nothing"
             self.bad_input = (
                 "metric",
-                f"{self.metric!r} is not reported by the model, which reports {reported}; "
+                f"{missing[0]!r} is not reported by the model, which reports {reported}; "
                 "set metric=<one of those> (and mode)",
             )
             return True

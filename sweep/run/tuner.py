@@ -101,6 +101,10 @@ def make_scheduler(settings: Settings) -> TrialScheduler:
     # One report per epoch, so training_iteration counts epochs and max_t is max_epochs.
     scheduler = ASHAScheduler(
         time_attr="training_iteration",
+        # Several objectives: Tune is given no metric (the searcher holds them all), so
+        # ASHA is given the first.
+        metric=settings.metric if settings.several_objectives else None,
+        mode=settings.mode if settings.several_objectives else None,
         max_t=settings.max_epochs,
         grace_period=section.grace_period,
         reduction_factor=section.reduction_factor,
@@ -150,6 +154,13 @@ def make_searcher(settings: Settings) -> SearchAlgorithm | Any:
         seed = settings.seed + len(settings.searcher.evaluated)
         sampler = optuna.samplers.TPESampler(
             seed=seed, n_startup_trials=settings.searcher.n_startup_trials
+        )
+    if settings.several_objectives:
+        # Optuna's TPE is multi-objective (MOTPE); Sobol points ignore the objectives.
+        # Ray cannot give it earlier trials with several values: an extension draws anew.
+        metrics, modes = zip(*settings.objectives, strict=True)
+        return OptunaSearch(
+            sampler=sampler, metric=list(metrics), mode=list(modes), points_to_evaluate=points
         )
     if settings.searcher.evaluated:  # warm start, extension: points known without a run
         known, rewards = zip(*settings.searcher.evaluated, strict=True)
@@ -204,7 +215,7 @@ def fit(
     budget = TimeBudget(deadline) if deadline is not None else None
     population = settings.scheduler.name in POPULATION
     stopper = TrialStopper(
-        settings.metric,
+        settings.metrics,
         budget,
         needs_every_trial=population and settings.scheduler.synch,
         last_epoch=settings.max_epochs if population else None,
@@ -249,8 +260,9 @@ def fit(
             trainable,
             param_space=param_space(list(settings.dims)),
             tune_config=tune.TuneConfig(
-                metric=settings.metric,
-                mode=settings.mode,
+                # Several objectives: the searcher and ASHA hold theirs (Tune takes one).
+                metric=None if settings.several_objectives else settings.metric,
+                mode=None if settings.several_objectives else settings.mode,
                 search_alg=make_searcher(settings),
                 scheduler=make_scheduler(settings),
                 num_samples=settings.num_samples,

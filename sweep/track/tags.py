@@ -11,6 +11,8 @@ SEARCHER = "sweep.searcher"
 SCHEDULER = "sweep.scheduler"
 SEED = "sweep.seed"
 BEST_TRIAL = "sweep.best_trial"
+FRONT_TRIALS = "sweep.front_trials"  # parent, several objectives: the Pareto front's trial numbers
+PARETO_FRONT = "sweep.pareto_front"  # child runs, several objectives: "true" on the front
 BOUNDARY = "sweep.boundary"  # prefix: one tag per boundary warning
 
 STAGE = "sweep.stage"  # stage runs and their trials: the stage's slug

@@ -236,6 +236,13 @@ class Tracker:
                 self.set_tags({tag.END_REASON: reason}, run.info.run_id)
                 self.end_run(status, run.info.run_id)
 
+    def tag_trials(self, trial_tags: Mapping[str, Mapping[str, Any]]) -> None:
+        """Tags on trial runs, at whichever depth they nest; ``trial_tags``: trial id → tags."""
+        for run in self.sweep_runs():
+            trial_id = run.data.tags.get(tag.TRIAL_ID)
+            if trial_id in trial_tags:
+                self.set_tags(trial_tags[trial_id], run.info.run_id)
+
     def discard(self, keep_parent: bool) -> None:
         """Remove the sweep's runs: it produced nothing usable. The parent of a resumed
         sweep stays, as FAILED; a new sweep's experiment goes too when it made it. A SQLite
