@@ -4,6 +4,7 @@ on digits, a SQLite MLflow store. Asserts what the user sees: output, files, run
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -70,6 +71,13 @@ def test_mlflow_parent_and_nested_children(small_sweep) -> None:
         assert {"train_loss", "train_acc", "val_loss"} <= set(child.data.metrics)
         stopped = child.data.tags["sweep.end_reason"] == "stopped_early"
         assert (len(steps) < 4) == stopped
+        # What the trial's process used, per epoch: the run's System metrics tab.
+        cpu = client.get_metric_history(child.info.run_id, "system/trial_cpu_percentage")
+        assert sorted(m.step for m in cpu) == steps
+        assert all(0 < m.value <= 100 * (os.cpu_count() or 1) for m in cpu), cpu
+        memory = child.data.metrics["system/trial_memory_megabytes"]
+        assert 100 < memory < 8000, memory  # torch and Lightning are loaded, nothing more
+        assert child.data.metrics["system/epoch_seconds"] > 0
         # The runs table's Source and Dataset columns.
         assert child.data.tags["mlflow.source.name"].startswith("sweep ")
         names = sorted(i.dataset.name for i in child.inputs.dataset_inputs)

@@ -23,6 +23,9 @@ NODE_ID_KEY = "node_id"
 BUDGET_SPENT = "time_budget_spent"
 # Result key prefix (pbt, pb2): the values a trial trained this epoch with (``hp/model.lr``).
 TRAINED_WITH = "hp/"
+# Result key prefix: what the trial's process used in the epoch (sweep/run/usage.py); MLflow
+# lists these under System metrics.
+SYSTEM = "system/"
 # Keys our trials and Tune report that are bookkeeping, not metrics to plot.
 _NOT_METRICS = {
     *AUTO_RESULT_KEYS,
@@ -94,7 +97,8 @@ class TrialStopper(Stopper):
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         missing = [m for m in self.metrics if m not in result]
         if "epoch" in result and missing:
-            reported = ", ".join(sorted(user_metrics(result))) or "nothing"
+            logged = [m for m in user_metrics(result) if not m.startswith(SYSTEM)]
+            reported = ", ".join(sorted(logged)) or "nothing"
             self.bad_input = (
                 "metric",
                 f"{missing[0]!r} is not reported by the model, which reports {reported}; "

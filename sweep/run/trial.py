@@ -26,6 +26,7 @@ from ray import tune
 from sweep.config.space import Dimension, apply_values, config_values
 from sweep.quiet import silence
 from sweep.run.outcome import BUDGET_SPENT, NODE_ID_KEY, TRAINED_WITH
+from sweep.run.usage import EpochUsage
 
 CHECKPOINT_FILE = "model.ckpt"
 # Beside each checkpoint the sweep writes: its SHA-256, so that only the sweep's own files
@@ -143,9 +144,15 @@ class TuneReporter(L.Callback):
         self.deadline = deadline
         # pbt, pb2: each epoch says which values it trained with, and the optimizer's rate.
         self.population = population
+        self.usage: EpochUsage | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.usage = EpochUsage()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         result: dict[str, Any] = epoch_metrics(trainer)
+        if self.usage is not None:
+            result.update(self.usage.sample(pl_module.device))
         result[NODE_ID_KEY] = ray.get_runtime_context().get_node_id()
         if self.deadline is not None:
             result[BUDGET_SPENT] = time.time() >= self.deadline
