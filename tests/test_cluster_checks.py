@@ -7,7 +7,8 @@ import pytest
 
 from sweep.config.settings import load_settings
 from sweep.errors import ConfigError
-from sweep.run.cluster import check_resources, shared_storage
+from sweep.run.cluster import NodeType, check_resources, node_types, shared_storage
+from tests.conftest import REPO
 
 
 def node(cpu: float, gpu: float = 0.0) -> dict[str, float]:
@@ -51,3 +52,60 @@ def test_shared_storage_accepts_absolute_paths_and_uris(path) -> None:
 def test_shared_storage_rejects_missing_or_relative(path, error) -> None:
     with pytest.raises(ConfigError, match=error):
         shared_storage(path)
+
+
+# ---- autoscaling: node types the autoscaler can still launch (cluster.yaml) ------------
+SHIPPED = str(REPO / "cluster.yaml")
+HEAD = {"CPU": 0.0}  # the shipped head runs no trial
+CPU_NODE = {"CPU": 8.0}
+
+
+def test_the_shipped_cluster_yaml_names_its_launchable_worker_types() -> None:
+    assert node_types(SHIPPED) == [
+        NodeType("cpu_worker", {"CPU": 8.0}, 8),
+        NodeType("gpu_worker", {"CPU": 4.0, "GPU": 1.0}, 2),
+    ]
+    assert node_types(None) == [] and node_types("/no/such/bootstrap.yaml") == []
+
+
+@pytest.mark.parametrize("gpu", [1, 0.25])
+def test_a_gpu_trial_fits_the_gpu_type_that_has_no_node_up_yet(composed, gpu) -> None:
+    settings = load_settings(composed("resources.cpu=2", f"resources.gpu={gpu}"))
+    line = check_resources(settings, [HEAD, CPU_NODE], node_types(SHIPPED))
+    assert line == (
+        f"No node that is up fits a trial (2 CPU, {gpu:g} GPU): the autoscaler adds "
+        "gpu_worker nodes for them (at most 2)."
+    )
+    with pytest.raises(ConfigError, match="GPUs per trial, but the largest node has 0"):
+        check_resources(settings, [HEAD, CPU_NODE])  # the same cluster, not autoscaling
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error"),
+    [
+        (
+            ("resources.gpu=2",),
+            "resources.gpu: 2 GPUs per trial, but the largest node, up or launchable, has 1",
+        ),
+        (
+            ("resources.cpu=16",),
+            "resources.cpu: 16 CPUs per trial, but the largest node, up or launchable, has 8",
+        ),
+        (
+            ("resources.cpu=6", "resources.gpu=1"),
+            "resources: 6 CPU, 1 GPU per trial fits no single node",
+        ),
+    ],
+)
+def test_a_trial_no_node_type_fits_is_still_rejected(composed, overrides, error) -> None:
+    settings = load_settings(composed(*overrides))
+    with pytest.raises(ConfigError) as caught:
+        check_resources(settings, [HEAD, CPU_NODE], node_types(SHIPPED))
+    assert str(caught.value).startswith(error), caught.value
+
+
+def test_a_broken_autoscaler_config_is_one_line(tmp_path) -> None:
+    broken = tmp_path / "bootstrap.yaml"
+    broken.write_text("available_node_types:\n  gpu: {max_workers: many}\n")
+    with pytest.raises(ConfigError, match="not a cluster launcher config"):
+        node_types(str(broken))

@@ -61,6 +61,8 @@ class Cluster:
     num_cpus: int | None = None  # local: CPUs Ray may use (None: all)
     num_gpus: int | None = None
     storage_path: str | None = None  # where trial checkpoints go (shared on a cluster)
+    # remote: the cluster launcher config the autoscaler runs with (node types it can add)
+    autoscaler_config: str | None = None
 
     @property
     def is_local(self) -> bool:

@@ -16,11 +16,15 @@ import socket
 import subprocess
 import sys
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pyarrow.fs
 import ray
 import ray._private.worker as ray_worker
+import yaml
 from ray._private import services
 from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -71,7 +75,10 @@ def start_ray(settings: Settings) -> Reaper | None:
     try:
         if not local:
             check_storage_shared(storage)
-        check_resources(settings, [node["Resources"] for node in alive_nodes()])
+        types = node_types(cluster.autoscaler_config) if not local else []
+        launch = check_resources(settings, [n["Resources"] for n in alive_nodes()], types)
+        if launch:
+            print(launch, flush=True)
     except ConfigError:
         ray.shutdown()
         raise
@@ -255,12 +262,74 @@ def alive_nodes() -> list[dict[str, Any]]:
     return [node for node in ray.nodes() if node.get("Alive")]
 
 
-def check_resources(settings: Settings, nodes: list[dict[str, float]]) -> None:
-    """A trial runs on one node: it must fit on the largest one (``nodes`` holds each
-    node's resources, e.g. ``{"CPU": 8, "GPU": 1}``), not just in the cluster's total."""
-    cpus = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
-    gpus = max((n.get("GPU", 0.0) for n in nodes), default=0.0)
-    where = "the cluster has" if len(nodes) <= 1 else "the largest node has"
+@dataclass(frozen=True)
+class NodeType:
+    """A worker type the autoscaler can launch (``available_node_types`` of its config)."""
+
+    name: str
+    resources: dict[str, float]  # {}: the cloud provider fills them in at launch
+    max_workers: int
+
+
+def node_types(path: str | None) -> list[NodeType]:
+    """The worker types in the autoscaler's config at ``path`` (``cluster.autoscaler_config``;
+    on a head brought up by ``ray up``: ~/ray_bootstrap_config.yaml) that may have a node.
+    No such file: none (a cluster started by hand does not autoscale)."""
+    file = Path(path).expanduser() if path else None
+    if file is None or not file.is_file():
+        return []
+    try:
+        config = yaml.safe_load(file.read_text()) or {}  # JSON is YAML too
+        ceiling = int(config.get("max_workers", 0))
+        head = config.get("head_node_type")
+        types = [
+            NodeType(
+                str(name),
+                {str(k): float(v) for k, v in (spec.get("resources") or {}).items()},
+                int(spec.get("max_workers", ceiling)),
+            )
+            for name, spec in (config.get("available_node_types") or {}).items()
+            if name != head
+        ]
+    except (yaml.YAMLError, AttributeError, TypeError, ValueError) as exc:
+        reason = str(exc).splitlines()[0]
+        raise ConfigError(
+            "cluster.autoscaler_config",
+            f"{file}: not a cluster launcher config ({reason}); fix it, or set "
+            "cluster.autoscaler_config=null",
+        ) from None
+    return [t for t in types if t.max_workers > 0]
+
+
+def check_resources(
+    settings: Settings, nodes: list[dict[str, float]], types: Sequence[NodeType] = ()
+) -> str | None:
+    """A trial runs on one node: it must fit on one that is up (``nodes`` holds each
+    node's resources, e.g. ``{"CPU": 8, "GPU": 1}``), not just in the cluster's total, or
+    on one of the ``types`` the autoscaler can launch. Returns the line that says a node
+    will be launched for it, if that is how it fits."""
+    need = {"CPU": settings.cpus_per_trial, "GPU": settings.gpus_per_trial}
+    if any(_fits(node, need) for node in nodes):
+        return None
+    amount = f"{need['CPU']:g} CPU" + (f", {need['GPU']:g} GPU" if need["GPU"] else "")
+    for kind in types:
+        if _fits(kind.resources, need):
+            return (
+                f"No node that is up fits a trial ({amount}): the autoscaler adds "
+                f"{kind.name} nodes for them (at most {kind.max_workers})."
+            )
+    for kind in types:
+        if not kind.resources:  # cannot be ruled out: the cloud may give it what is needed
+            return (
+                f"No node that is up fits a trial ({amount}); the autoscaler may add "
+                f"{kind.name} nodes (their resources are known once launched), or trials wait."
+            )
+    sizes = [*nodes, *(kind.resources for kind in types)]
+    cpus = max((n.get("CPU", 0.0) for n in sizes), default=0.0)
+    gpus = max((n.get("GPU", 0.0) for n in sizes), default=0.0)
+    where = "the cluster has" if len(sizes) <= 1 else "the largest node has"
+    if types:
+        where = "the largest node, up or launchable, has"
     if settings.cpus_per_trial > cpus:
         raise ConfigError(
             "resources.cpu",
@@ -273,3 +342,12 @@ def check_resources(settings: Settings, nodes: list[dict[str, float]]) -> None:
             f"{settings.gpus_per_trial:g} GPUs per trial, but {where} {gpus:g}; "
             "set resources.gpu=0 or add a GPU node",
         )
+    raise ConfigError(
+        "resources",
+        f"{amount} per trial fits no single node (the CPUs and GPUs are on different "
+        "nodes); lower resources.cpu, or add a node with both",
+    )
+
+
+def _fits(resources: dict[str, float], need: dict[str, float]) -> bool:
+    return all(resources.get(key, 0.0) >= amount for key, amount in need.items() if amount)
