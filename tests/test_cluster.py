@@ -121,7 +121,9 @@ class Cluster:
     def tracking_uri(self) -> str:
         return f"http://127.0.0.1:{self.mlflow_port}"
 
-    def start_node(self, *args: str, wrapper: tuple[str, ...] = ()) -> Node:
+    def start_node(
+        self, *args: str, wrapper: tuple[str, ...] = (), cwd: Path | None = None
+    ) -> Node:
         node = Node(self.root / f"n{len(self.nodes)}")
         self.nodes.append(node)
         cmd = [
@@ -137,6 +139,7 @@ class Cluster:
         out = subprocess.run(
             cmd,
             env=self.env,
+            cwd=cwd,  # a Ray job's working folder, on the head
             capture_output=True,
             text=True,
             timeout=120,

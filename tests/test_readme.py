@@ -108,6 +108,11 @@ COVERED: dict[str, str] = {
     "tracking=server tracking.uri=http://HEAD_IP:5000": (
         "tests/test_cluster.py::test_trials_spread_over_both_nodes"
     ),
+    'pip install -e ".[cluster]" && RAY_AUTH_MODE=token RAY_ADDRESS=http://127.0.0.1:8265 '
+    "ray job submit -- sweep cluster=remote cluster.storage_path=s3://YOUR-BUCKET/sweeps "
+    "tracking=server num_samples=64": (
+        "tests/test_job_submit.py::test_the_readme_job_command_runs_a_sweep_on_the_cluster"
+    ),
     # Tabular data of your own (the placeholder path becomes a real CSV)
     "sweep data=tabular data.path=/abs/path/table.csv data.target=label": HERE,
 }
