@@ -40,3 +40,28 @@ def test_smoke_runs_every_contender(tmp_path: Path) -> None:
     assert result["mlflow"]["write_per_result_ms"] > 0
     for name in CONTENDERS:  # the printed table names every contender
         assert f"| {name} |" in proc.stdout
+
+
+@pytest.mark.slow
+def test_the_gpu_bench_runs_its_flow_with_resources_gpu_0(tmp_path: Path) -> None:
+    """bench/gpu.py needs a GPU for its figures; here its whole flow runs on CPU (two
+    sweeps, their MLflow runs read back, the device of every trial checked)."""
+    out = tmp_path / "gpu.json"
+    gpu_bench = [sys.executable, str(REPO / "bench" / "gpu.py")]
+    proc = subprocess.run(
+        [*gpu_bench, "--cpu-smoke", "--out", str(out)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["packings"]
+    assert [(r["trials"], r["devices"], r["on_expected_device"]) for r in rows] == [
+        (2, ["cpu"], True),
+        (2, ["cpu"], True),
+    ]
+    assert all(r["trials_per_s"] > 0 for r in rows)
+    # Without --cpu-smoke, a machine without a GPU is told so in one line.
+    bare = subprocess.run(gpu_bench, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert bare.returncode == 2, bare.stdout + bare.stderr
+    assert bare.stdout.strip() == (
+        "error: no CUDA GPU on this machine; run this where `nvidia-smi` lists one"
+    )

@@ -78,6 +78,7 @@ def test_mlflow_parent_and_nested_children(small_sweep) -> None:
         memory = child.data.metrics["system/trial_memory_megabytes"]
         assert 100 < memory < 8000, memory  # torch and Lightning are loaded, nothing more
         assert child.data.metrics["system/epoch_seconds"] > 0
+        assert child.data.tags["sweep.device"] == "cpu"  # what it trained on (no GPU here)
         # The runs table's Source and Dataset columns.
         assert child.data.tags["mlflow.source.name"].startswith("sweep ")
         names = sorted(i.dataset.name for i in child.inputs.dataset_inputs)

@@ -80,6 +80,7 @@ class MlflowTrialLogger(DriverCallback):
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         trial_id, host = trial.trial_id, result.get("hostname", "")
         node_id = result.get(outcome.NODE_ID_KEY, "")
+        device = result.get(outcome.DEVICE_KEY, "")
         first = step == 1 or result.get("iterations_since_restore") == 1
         changed = self._trained_with_new_values(trial_id, result)
 
@@ -100,8 +101,9 @@ class MlflowTrialLogger(DriverCallback):
                 change = {f"{tags.CONFIG_CHANGE}_{step:03d}": describe_point(changed, self.dims)}
                 self.tracker.set_tags(change, run_id)
             if first:
-                # Where the trial runs (again after a retry on another node).
-                self.tracker.set_tags({tags.NODE: host, tags.NODE_ID: node_id}, run_id)
+                # Where the trial runs (again after a retry on another node), and on what.
+                where = {tags.NODE: host, tags.NODE_ID: node_id, tags.DEVICE: device}
+                self.tracker.set_tags(where, run_id)
 
         self.tracker.writer.submit(write)
 

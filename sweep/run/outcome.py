@@ -19,6 +19,8 @@ KILLED = "killed"
 # Result key naming the Ray node an epoch ran on (Tune's `hostname` and `node_ip` are the
 # same for every node of one machine, and say nothing of a node that was replaced).
 NODE_ID_KEY = "node_id"
+# Result key: the torch device the trial trains on (``cuda:0``, ``cpu``).
+DEVICE_KEY = "device"
 # Result key: the trial's epoch ended after the sweep's time budget (the worker's clock).
 BUDGET_SPENT = "time_budget_spent"
 # Result key prefix (pbt, pb2): the values a trial trained this epoch with (``hp/model.lr``).

@@ -25,7 +25,7 @@ from ray import tune
 
 from sweep.config.space import Dimension, apply_values, config_values
 from sweep.quiet import silence
-from sweep.run.outcome import BUDGET_SPENT, NODE_ID_KEY, TRAINED_WITH
+from sweep.run.outcome import BUDGET_SPENT, DEVICE_KEY, NODE_ID_KEY, TRAINED_WITH
 from sweep.run.usage import EpochUsage
 
 CHECKPOINT_FILE = "model.ckpt"
@@ -154,6 +154,7 @@ class TuneReporter(L.Callback):
         if self.usage is not None:
             result.update(self.usage.sample(pl_module.device))
         result[NODE_ID_KEY] = ray.get_runtime_context().get_node_id()
+        result[DEVICE_KEY] = str(pl_module.device)
         if self.deadline is not None:
             result[BUDGET_SPENT] = time.time() >= self.deadline
         if self.population:

@@ -25,4 +25,5 @@ RETRIES = "sweep.retries"
 LAST_ERROR = "sweep.last_error"
 NODE = "sweep.node"
 NODE_ID = "sweep.node_id"
+DEVICE = "sweep.device"  # child runs: the torch device the trial trained on (cuda:0, cpu)
 CONFIG_CHANGE = "sweep.config_at_epoch"  # prefix: pbt gave the trial new values from this epoch
