@@ -46,8 +46,10 @@ class Classifier(L.LightningModule):
         logits = self(x)
         loss = F.cross_entropy(logits, y)
         acc = (logits.argmax(dim=-1) == y).float().mean()
-        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True)
-        self.log(f"{stage}_acc", acc, on_step=False, on_epoch=True)
+        # sync_dist: under DDP (resources.workers>1) each worker sees a shard; the epoch's
+        # value is their mean, the same on every worker (one process: a no-op).
+        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, sync_dist=True)
+        self.log(f"{stage}_acc", acc, on_step=False, on_epoch=True, sync_dist=True)
         return loss
 
     def training_step(

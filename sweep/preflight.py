@@ -55,6 +55,14 @@ def check(settings: Settings, base: dict[str, Any]) -> Settings:
     if not settings.single_trial:
         check_extra("searcher", settings.searcher.name, "bohb", ("hpbandster", "ConfigSpace"))
         check_extra("scheduler", settings.scheduler.name, "pb2", ("GPy",))
+        if settings.workers_per_trial > 1 and importlib.util.find_spec("aiohttp") is None:
+            # Ray Train's clean-up of a stopped trial's workers asks Ray's dashboard.
+            raise ConfigError(
+                "resources.workers",
+                f"{settings.workers_per_trial} workers per trial run through Ray Train, which "
+                "needs ray[default] (not installed): pip install -e '.[cluster]' in this "
+                "project's folder",
+            )
     if settings.searcher.warm_start and not settings.single_trial:
         warm = warm_start.load(settings)
         searcher = replace(

@@ -11,18 +11,16 @@ stop-all command, which would end other people's clusters on this machine.
 
 from __future__ import annotations
 
-import os
 import re
-import secrets
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -30,7 +28,7 @@ from mlflow.tracking import MlflowClient
 from ray._private import services
 
 from tests.conftest import run_sweep
-from tests.test_cluster import free_port, kill, processes_mentioning
+from tests.test_cluster import cluster_root, free_port, kill, processes_mentioning
 
 pytestmark = pytest.mark.slow
 
@@ -106,12 +104,7 @@ def autoscaler_config(address: str) -> dict:
 
 @pytest.fixture(scope="module")
 def autoscaling() -> Iterator[AutoscalingCluster]:
-    # A short root: Ray's socket paths under it must stay below 108 characters.
-    root = Path(tempfile.mkdtemp(prefix="swa", dir="/tmp"))
-    token = root / "auth_token"
-    token.write_text(secrets.token_hex(32))
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
-    env.pop("RAY_ADDRESS", None)
+    root, env = cluster_root("swa")
     port = free_port()
     # The launched nodes join the GCS at this machine's address, as the head advertises it.
     address = f"{services.get_node_ip_address()}:{port}"
@@ -135,24 +128,32 @@ def autoscaling() -> Iterator[AutoscalingCluster]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_gpu_trials_scale_the_cluster_up_from_zero_and_back_down(
-    autoscaling: AutoscalingCluster, tmp_path: Path
-) -> None:
-    assert autoscaling.alive_nodes() == 1  # the head only: no GPU node is up
-    env = {k: v for k, v in autoscaling.env.items() if k != "RAY_AUTH_MODE"}
-    proc = run_sweep(
+def sweep_on(autoscaling: AutoscalingCluster, tmp_path: Path, *args: str) -> Any:
+    """`sweep ARGS` on the autoscaling cluster, logging to a SQLite store in ``tmp_path``;
+    the driver gets the token path but not RAY_AUTH_MODE (it turns token auth on itself)."""
+    env = {
+        k: v for k, v in autoscaling.env.items() if k.startswith("RAY_") and k != "RAY_AUTH_MODE"
+    }
+    return run_sweep(
         tmp_path,
         "cluster=remote",
         f"cluster.address={autoscaling.address}",
         f"cluster.storage_path={autoscaling.root / 'shared'}",
         f"cluster.autoscaler_config={autoscaling.config}",
-        "resources.gpu=1",
-        "num_samples=2",
-        "trainer.max_epochs=2",
-        "best_model=false",
         f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
-        **{k: v for k, v in env.items() if k.startswith("RAY_")},
+        *args,
+        **env,
     )
+
+
+def test_gpu_trials_scale_the_cluster_up_from_zero_and_back_down(
+    autoscaling: AutoscalingCluster, tmp_path: Path
+) -> None:
+    assert autoscaling.alive_nodes() == 1  # the head only: no GPU node is up
+    proc = sweep_on(
+        autoscaling, tmp_path, "resources.gpu=1", "num_samples=2", "trainer.max_epochs=2",
+        "best_model=false",
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (
         "No node that is up fits a trial (1 CPU, 1 GPU): the autoscaler adds gpu_worker "
@@ -178,19 +179,7 @@ def test_gpu_trials_scale_the_cluster_up_from_zero_and_back_down(
 def test_a_trial_no_node_type_can_run_is_one_line(
     autoscaling: AutoscalingCluster, tmp_path: Path
 ) -> None:
-    env = {
-        k: v for k, v in autoscaling.env.items() if k.startswith("RAY_") and k != "RAY_AUTH_MODE"
-    }
-    proc = run_sweep(
-        tmp_path,
-        "cluster=remote",
-        f"cluster.address={autoscaling.address}",
-        f"cluster.storage_path={autoscaling.root / 'shared'}",
-        f"cluster.autoscaler_config={autoscaling.config}",
-        "resources.gpu=2",
-        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
-        **env,
-    )
+    proc = sweep_on(autoscaling, tmp_path, "resources.gpu=2")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stderr.strip() == (
         "error: resources.gpu: 2 GPUs per trial, but the largest node, up or launchable, "

@@ -76,6 +76,19 @@ CASES: list[tuple[tuple[str, ...], str, str]] = [
         "resources.gpu",
         "1 GPUs per trial, but the cluster has 0",
     ),
+    (("resources.workers=0",), "resources.workers", "0 is below 1"),
+    (
+        ("resources.workers=3", "cluster.num_cpus=2"),
+        "resources.workers",
+        "3 workers per trial × 1 CPU each need 3 CPUs, but the cluster has 2; set "
+        "resources.workers<=2",
+    ),
+    (("resources.placement=everywhere",), "resources.placement", "is not PACK or SPREAD"),
+    (
+        ("resources.workers=2", "scheduler=pbt"),
+        "scheduler",
+        "pbt copies checkpoints between trials, which multi-worker trials do not take",
+    ),
     (("tracking.uri=http://127.0.0.1:9",), "tracking.uri", "unreachable"),
     (("tracking.uri=sqlite:////no/such/folder/mlflow.db",), "tracking.uri", "does not exist"),
     (("tracking.uri=file:./mlruns",), "tracking.uri", "file store is deprecated"),

@@ -122,7 +122,7 @@ class Cluster:
         return f"http://127.0.0.1:{self.mlflow_port}"
 
     def start_node(
-        self, *args: str, wrapper: tuple[str, ...] = (), cwd: Path | None = None
+        self, *args: str, wrapper: tuple[str, ...] = (), cwd: Path | None = None, cpus: int = 1
     ) -> Node:
         node = Node(self.root / f"n{len(self.nodes)}")
         self.nodes.append(node)
@@ -131,7 +131,7 @@ class Cluster:
             RAY,
             "start",
             *args,
-            "--num-cpus=1",
+            f"--num-cpus={cpus}",
             f"--temp-dir={node.temp_dir}",
             "--object-store-memory=100000000",
             "--disable-usage-stats",
@@ -191,21 +191,26 @@ def _children(pid: int) -> list[psutil.Process]:
         return []
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
+def cluster_root(prefix: str) -> tuple[Path, dict[str, str]]:
+    """A fresh folder for a test cluster, and the environment its processes run with."""
     # A short root: Ray's socket paths under it must stay below 108 characters.
-    root = Path(tempfile.mkdtemp(prefix="swc", dir="/tmp"))
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     token = root / "auth_token"
     token.write_text(secrets.token_hex(32))
     # The cluster's own token (not ~/.ray/auth_token); the sweep finds it the same way.
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
     env.pop("RAY_ADDRESS", None)
-    cluster = Cluster(root, env)
+    return root, env
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    cluster = Cluster(*cluster_root("swc"))
     try:
         cluster.start_head()
         cluster.start_worker()
         cluster.start_mlflow()
-        (root / "shared").mkdir()
+        (cluster.root / "shared").mkdir()
         yield cluster
     finally:
         cluster.teardown()

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +21,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO
-from tests.test_cluster import Cluster, free_port
+from tests.test_cluster import Cluster, cluster_root, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -43,13 +41,9 @@ def readme_job_command() -> str:
 def head() -> Iterator[tuple[Cluster, int]]:
     """A head node with the dashboard on 127.0.0.1, and an MLflow server; the head's
     environment has MLFLOW_TRACKING_URI (jobs inherit it) and this venv's commands."""
-    root = Path(tempfile.mkdtemp(prefix="swj", dir="/tmp"))
-    token = root / "auth_token"
-    token.write_text(secrets.token_hex(32))
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
-    env.pop("RAY_ADDRESS", None)
+    cluster = Cluster(*cluster_root("swj"))
+    root, env = cluster.root, cluster.env
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    cluster = Cluster(root, env)
     try:
         cluster.start_mlflow()
         cluster.env["MLFLOW_TRACKING_URI"] = cluster.tracking_uri

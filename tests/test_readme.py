@@ -87,8 +87,7 @@ COVERED: dict[str, str] = {
     "sweep '+search_space.model.optimizer={type: choice, values: [adam, sgd], role: scientific}'": (
         "tests/test_tuning_practice.py::test_comparison_finds_the_better_optimizer"
     ),
-    "sweep search_space=mlp_size 'metric=[val_acc,param_count]' 'mode=[max,min]' "
-    "searcher=tpe": (
+    "sweep search_space=mlp_size 'metric=[val_acc,param_count]' 'mode=[max,min]' searcher=tpe": (
         "tests/test_objectives.py::test_a_two_objective_sweep_shows_and_tags_its_front"
     ),
     "sweep '+search_space.model.optimizer={type: choice, values: [adam, sgd]}' "
@@ -112,6 +111,10 @@ COVERED: dict[str, str] = {
     "ray job submit -- sweep cluster=remote cluster.storage_path=s3://YOUR-BUCKET/sweeps "
     "tracking=server num_samples=64": (
         "tests/test_job_submit.py::test_the_readme_job_command_runs_a_sweep_on_the_cluster"
+    ),
+    'pip install -e ".[cluster]" && sweep cluster=remote cluster.address=HEAD_IP:6379 '
+    "cluster.storage_path=/shared/sweeps resources.workers=2 resources.placement=SPREAD": (
+        "tests/test_multi_worker.py::test_a_two_worker_trial_survives_losing_a_worker_s_node"
     ),
     # Tabular data of your own (the placeholder path becomes a real CSV)
     "sweep data=tabular data.path=/abs/path/table.csv data.target=label": HERE,

@@ -100,6 +100,9 @@ class Settings:
     time_budget: float | None = None  # seconds: no trial starts after that; running ones end
     # metric=[a,b] mode=[max,min]: every objective as (metric, mode), the first one first.
     objectives: tuple[tuple[str, str], ...] = ()
+    # resources.workers: DDP workers per trial (each with cpus_/gpus_per_trial), placed so.
+    workers_per_trial: int = 1
+    worker_placement: str = "PACK"
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -135,6 +138,7 @@ def load_settings(cfg: DictConfig) -> Settings:
         raise ConfigError("resources.gpu", f"{gpus} must be 0 or more, e.g. resources.gpu=0.5")
     if gpus > 1 and gpus != int(gpus):
         raise ConfigError("resources.gpu", f"{gpus}: above 1 a trial needs whole GPUs")
+    workers, placement = _check_workers(raw["resources"])
     max_concurrent = raw.get("max_concurrent")
     if max_concurrent is not None:
         max_concurrent = _integer(raw, "max_concurrent", minimum=1)
@@ -147,6 +151,12 @@ def load_settings(cfg: DictConfig) -> Settings:
             "searcher",
             f"{searcher.name}: {scheduler.name} draws its population at random and then "
             f"perturbs it; use searcher=random with scheduler={scheduler.name}",
+        )
+    if scheduler.name in POPULATION and workers > 1:
+        raise ConfigError(
+            "scheduler",
+            f"{scheduler.name} copies checkpoints between trials, which multi-worker trials "
+            "do not take; use scheduler=asha with resources.workers>1",
         )
     if scheduler.name in POPULATION and not any(d.is_continuous and not d.when for d in dims):
         raise ConfigError(
@@ -194,7 +204,26 @@ def load_settings(cfg: DictConfig) -> Settings:
         **_check_best_model(raw.get("best_model", True), raw.get("register_model")),
         time_budget=_check_time_budget(raw.get("time_budget")),
         objectives=objectives if len(objectives) > 1 else (),
+        workers_per_trial=workers,
+        worker_placement=placement,
     )
+
+
+def _check_workers(resources: dict[str, Any]) -> tuple[int, str]:
+    """``resources.workers`` and ``resources.placement``."""
+    workers = (
+        _integer(resources, "workers", minimum=1, prefix="resources.")
+        if "workers" in resources
+        else 1
+    )
+    placement = str(resources.get("placement", "PACK")).upper()
+    if placement not in ("PACK", "SPREAD"):
+        raise ConfigError(
+            "resources.placement",
+            f"{resources.get('placement')!r} is not PACK or SPREAD; PACK keeps a trial's "
+            "workers on few nodes, SPREAD puts them on different nodes",
+        )
+    return workers, placement
 
 
 def _check_objectives(metric: Any, mode: Any) -> tuple[tuple[str, str], ...]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import pyarrow.fs
 import yaml
 
 from sweep.config.redact import redact
@@ -23,6 +24,9 @@ from sweep.track import tags
 if TYPE_CHECKING:  # mlflow: imported by the driver where the store opens
     from sweep.track.tracker import Tracker
 
+# The report key under which Ray Train hands a worker's checkpoint to Tune (its
+# TuneReportCallback): multi-worker trials have no Tune checkpoints of their own.
+TRAIN_CHECKPOINT = "checkpoint_path"
 # Hydra settings a standalone best.yaml needs to behave like conf/config.yaml.
 _HYDRA_DEFAULTS = [
     "_self_",
@@ -78,7 +82,9 @@ def collect(results: Any, settings: Settings) -> list[TrialRow]:
         scores = [v for v in scores if isinstance(v, (int, float)) and math.isfinite(v)]
         ckpt = None
         if scores and result.best_checkpoints:  # none yet: a trial cut short early
-            ckpt = result.get_best_checkpoint(metric, mode)
+            ckpt = result.get_best_checkpoint(metric, mode).path
+        elif scores and history is not None and TRAIN_CHECKPOINT in history:
+            ckpt = _worker_checkpoint(history, metric, mode)
         rows.append(
             TrialRow(
                 trial_id=str(last.get("trial_id") or _trial_id_from_path(result.path)),
@@ -88,7 +94,7 @@ def collect(results: Any, settings: Settings) -> list[TrialRow]:
                 best=float((max if mode == "max" else min)(scores, default=math.nan)),
                 final=float(last.get(metric, math.nan)),
                 values=config_values(list(settings.dims), result.config or {}),
-                checkpoint=ckpt.path if ckpt is not None else None,
+                checkpoint=ckpt,
                 error=_last_line(result.error),
                 history=history,
                 experiment_tag=str(last.get("experiment_tag", "")),
@@ -111,6 +117,27 @@ def at_best(history: pd.DataFrame | None, settings: Settings) -> dict[str, float
         return nan
     epoch = first.idxmax() if settings.mode == "max" else first.idxmin()
     return {m: float(history.at[epoch, m]) if m in history else math.nan for m in nan}
+
+
+def _worker_checkpoint(history: pd.DataFrame, metric: str, mode: str) -> str | None:
+    """A multi-worker trial's checkpoints are its Ray Train run's: each report names the
+    one written with it, and Ray Train keeps the best and the latest (sweep/run/trial.py,
+    train_workers). The best of those still there: after a lost node, Ray Train resumes
+    from the latest and may drop ones reported since, as Tune keeps only what it keeps."""
+    scored = history[pd.to_numeric(history[metric], errors="coerce").map(math.isfinite)]
+    kept = [
+        (float(row[metric]), str(row[TRAIN_CHECKPOINT]))
+        for _, row in scored.iterrows()
+        if isinstance(row[TRAIN_CHECKPOINT], str) and _exists(row[TRAIN_CHECKPOINT])
+    ]
+    if not kept:
+        return None
+    return (max if mode == "max" else min)(kept, key=lambda pair: pair[0])[1]
+
+
+def _exists(uri: str) -> bool:
+    fs, path = pyarrow.fs.FileSystem.from_uri(uri if "://" in uri else f"file://{uri}")
+    return fs.get_file_info(path).type == pyarrow.fs.FileType.Directory
 
 
 def _last_line(error: BaseException | None) -> str | None:

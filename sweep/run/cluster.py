@@ -57,7 +57,9 @@ def start_ray(settings: Settings) -> Reaper | None:
             address=cluster.address,
             num_cpus=cluster.num_cpus if local else None,  # None: Ray's default, or the cluster's
             num_gpus=cluster.num_gpus if local else None,
-            include_dashboard=False,
+            # Ray Train (multi-worker trials) frees a stopped trial's workers by asking the
+            # dashboard's state API; nothing else here needs it.
+            include_dashboard=settings.workers_per_trial > 1,
             log_to_driver=settings.verbose >= 1,
             logging_level=logging.WARNING if settings.verbose >= 1 else logging.ERROR,
             runtime_env={"env_vars": trial_env()},
@@ -309,6 +311,17 @@ def check_resources(
     on one of the ``types`` the autoscaler can launch. Returns the line that says a node
     will be launched for it, if that is how it fits."""
     need = {"CPU": settings.cpus_per_trial, "GPU": settings.gpus_per_trial}
+    workers = settings.workers_per_trial
+    if workers > 1 and not types:  # a worker group needs all of its workers at once
+        for key, name in (("CPU", "cpu"), ("GPU", "gpu")):
+            total = sum(node.get(key, 0.0) for node in nodes)
+            if need[key] and workers * need[key] > total:
+                raise ConfigError(
+                    "resources.workers",
+                    f"{workers} workers per trial × {need[key]:g} {key} each need "
+                    f"{workers * need[key]:g} {key}s, but the cluster has {total:g}; set "
+                    f"resources.workers<={int(total // need[key])} or lower resources.{name}",
+                )
     if any(_fits(node, need) for node in nodes):
         return None
     amount = f"{need['CPU']:g} CPU" + (f", {need['GPU']:g} GPU" if need["GPU"] else "")

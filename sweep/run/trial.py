@@ -26,6 +26,7 @@ from ray import tune
 from sweep.config.space import Dimension, apply_values, config_values
 from sweep.quiet import silence
 from sweep.run.outcome import BUDGET_SPENT, DEVICE_KEY, NODE_ID_KEY, TRAINED_WITH
+from sweep.run.trainable import Workers
 from sweep.run.usage import EpochUsage
 
 CHECKPOINT_FILE = "model.ckpt"
@@ -83,13 +84,21 @@ def fit(
     ckpt_path: Path | None = None,
     trusted: bool = False,
     verbose: int = 0,
+    distributed: bool = False,
 ) -> L.Trainer:
     """Train ``cfg``'s model on its data; resumes from ``ckpt_path`` when given, with
-    pickled objects allowed in it when ``trusted`` (the sweep wrote it)."""
+    pickled objects allowed in it when ``trusted`` (the sweep wrote it). ``distributed``:
+    this process is one worker of a Ray Train worker group (DDP over all of them)."""
     silence(verbose)
     L.seed_everything(int(cfg.get("seed", 0)), workers=True, verbose=False)
     model, datamodule = build(cfg)
-    trainer = make_trainer(cfg["trainer"], callbacks, verbose)
+    if distributed:
+        from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer
+
+        ddp = {"strategy": RayDDPStrategy(), "plugins": [RayLightningEnvironment()]}
+        trainer = prepare_trainer(make_trainer(cfg["trainer"], callbacks, verbose, **ddp))
+    else:
+        trainer = make_trainer(cfg["trainer"], callbacks, verbose)
     weights_only = False if trusted else None  # None: torch's safe default
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=weights_only)
     return trainer
@@ -102,7 +111,7 @@ def make_trainer(
     options: dict[str, Any] = {
         "max_epochs": int(trainer_cfg["max_epochs"]),
         "accelerator": trainer_cfg.get("accelerator", "auto"),
-        "devices": 1,
+        "devices": "auto" if "strategy" in limits else 1,  # DDP: Ray gives each worker its own
         "gradient_clip_val": trainer_cfg.get("gradient_clip_val"),
         "deterministic": bool(trainer_cfg.get("deterministic", False)),
         "logger": False,
@@ -150,6 +159,13 @@ class TuneReporter(L.Callback):
         self.usage = EpochUsage()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        result = self.epoch_result(trainer, pl_module)
+        with tempfile.TemporaryDirectory() as folder:
+            self.save(trainer, Path(folder))
+            tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    def epoch_result(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        """The epoch's metrics, what the process used, and where it ran."""
         result: dict[str, Any] = epoch_metrics(trainer)
         if self.usage is not None:
             result.update(self.usage.sample(pl_module.device))
@@ -162,12 +178,31 @@ class TuneReporter(L.Callback):
             result.update({f"{TRAINED_WITH}{k}": float(v) for k, v in numbers.items()})
             if trainer.optimizers:
                 result["optimizer_lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
+        return result
+
+    def save(self, trainer: L.Trainer, folder: Path) -> None:
+        """The checkpoint, its digest and the values it was trained with, in ``folder``.
+        Under DDP every worker calls it and only rank 0 writes (Lightning's rule)."""
+        path = folder / CHECKPOINT_FILE
+        trainer.save_checkpoint(path)
+        if trainer.is_global_zero:
+            (folder / DIGEST_FILE).write_text(_sha256(path))
+            (folder / VALUES_FILE).write_text(json.dumps(self.values, default=str))
+
+
+class WorkerReporter(TuneReporter):
+    """:class:`TuneReporter` for a worker of a multi-worker trial: every worker reports
+    each epoch to Ray Train, rank 0 with the checkpoint (written once); Ray Train hands
+    rank 0's report to Tune (ASHA, the driver's callbacks) once per epoch."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import ray.train
+
+        result = self.epoch_result(trainer, pl_module)
         with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / CHECKPOINT_FILE
-            trainer.save_checkpoint(path)
-            (Path(folder) / DIGEST_FILE).write_text(_sha256(path))
-            (Path(folder) / VALUES_FILE).write_text(json.dumps(self.values, default=str))
-            tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
+            self.save(trainer, Path(folder))
+            checkpoint = ray.train.Checkpoint.from_directory(folder)
+            ray.train.report(result, checkpoint=checkpoint if trainer.is_global_zero else None)
 
 
 class ConfiguredOptimizer(L.Callback):
@@ -216,8 +251,12 @@ def train(
     verbose: int = 0,
     deadline: float | None = None,
     population: bool = False,
+    workers: Workers | None = None,
 ) -> None:
     """Ray Tune function trainable: ``config`` holds this trial's sampled point."""
+    if workers is not None:
+        train_workers(config, base, dims, workers, cpus, verbose, deadline)
+        return
     checkpoint = tune.get_checkpoint()
     if checkpoint is None and deadline is not None and time.time() >= deadline:
         return  # the sweep's time budget was spent before this trial began: it never trains
@@ -235,6 +274,71 @@ def train(
         if trained_with.is_file() and json.loads(trained_with.read_text()) != values:
             callbacks.append(ConfiguredOptimizer())
         fit(cfg, callbacks, ckpt, trusted=written_by_sweep(Path(folder)), verbose=verbose)
+
+
+def train_workers(
+    config: dict[str, Any],
+    base: dict[str, Any],
+    dims: tuple[Dimension, ...],
+    workers: Workers,
+    cpus: float,
+    verbose: int,
+    deadline: float | None,
+) -> None:
+    """The Tune trial of a multi-worker trial: it starts a Ray Train ``TorchTrainer`` of
+    ``workers.count`` DDP workers and waits for it; Ray Train forwards rank 0's reports to
+    this trial. Its run is named after the trial, so a retried or resumed trial finds its
+    checkpoints again (Ray Train reads its run's state back), as does a worker group that
+    Ray Train restarts after losing a node."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    values = config_values(list(dims), config)
+    trainer = TorchTrainer(
+        _worker,
+        train_loop_config={
+            "cfg": apply_values(base, values),
+            "values": values,
+            "cpus": cpus,
+            "verbose": verbose,
+            "deadline": deadline,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=workers.count,
+            use_gpu=workers.gpus > 0,
+            resources_per_worker={"CPU": cpus, **({"GPU": workers.gpus} if workers.gpus else {})},
+            placement_strategy=workers.placement,
+        ),
+        run_config=RunConfig(
+            name=f"train-{tune.get_context().get_trial_id()}",
+            storage_path=workers.storage,
+            callbacks=[TuneReportCallback()],  # type: ignore[list-item]  # a Train V2 callback
+            failure_config=FailureConfig(max_failures=workers.max_failures),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=1,  # plus the latest, which Ray Train keeps to resume from
+                checkpoint_score_attribute=workers.metric,
+                checkpoint_score_order=workers.mode,
+            ),
+        ),
+    )
+    trainer.fit()
+
+
+def _worker(loop: dict[str, Any]) -> None:
+    """One DDP worker: trains, resuming from the trial's last checkpoint if it has one."""
+    import ray.train
+
+    torch.set_num_threads(max(1, int(loop["cpus"])))
+    cfg, values, verbose = loop["cfg"], loop["values"], loop["verbose"]
+    callbacks: list[L.Callback] = [WorkerReporter(values, loop["deadline"])]
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        fit(cfg, callbacks, verbose=verbose, distributed=True)
+        return
+    with checkpoint.as_directory() as folder:
+        ckpt, trusted = Path(folder) / CHECKPOINT_FILE, written_by_sweep(Path(folder))
+        fit(cfg, callbacks, ckpt, trusted=trusted, verbose=verbose, distributed=True)
 
 
 class PrintReporter(L.Callback):

@@ -31,7 +31,7 @@ from sweep.run.callbacks import MlflowTrialLogger
 from sweep.run.outcome import TimeBudget, TrialStopper
 from sweep.run.progress import ProgressLine
 from sweep.run.signals import StopSignals
-from sweep.run.trainable import train
+from sweep.run.trainable import Workers, train
 
 if TYPE_CHECKING:  # mlflow: imported by the driver where the store opens
     from sweep.track.tracker import Tracker
@@ -129,14 +129,18 @@ def seed_rungs(
                     recorded[f"earlier-{number}"] = sign * reached[0]
 
 
-def make_searcher(settings: Settings) -> SearchAlgorithm | Any:
+def make_searcher(settings: Settings, limit: int | None = None) -> SearchAlgorithm | Any:
+    """``limit``: trials at once. Tune applies its own cap (``max_concurrent_trials``) to
+    a Searcher only; the random searcher is given it here, or it would go unheeded."""
     name, drawn = settings.searcher.name, settings.searcher.drawn
     # Points the searcher tries first (then it samples): e.g. the same trials for a benchmark.
     points = fixed_points(list(settings.dims), settings.searcher.points) or None
     # An extension draws from a stream of its own: the sweep's seed would replay its start.
     seed = settings.seed if not drawn else _seed_after(settings.seed, drawn)
     if name == "random":
-        return BasicVariantGenerator(random_state=seed, points_to_evaluate=points)
+        return BasicVariantGenerator(
+            random_state=seed, points_to_evaluate=points, max_concurrent=limit or 0
+        )
     if name == "bohb":
         from ray.tune.search.bohb import TuneBOHB  # hpbandster: the optional extra [bohb]
 
@@ -227,6 +231,7 @@ def fit(
         ),
         ProgressLine.for_sweep(settings, total_trials(settings)),
     ]
+    workers = multi_worker(settings, experiment)
     trainable = tune.with_resources(
         tune.with_parameters(
             train,
@@ -236,8 +241,13 @@ def fit(
             verbose=settings.verbose,
             deadline=deadline,
             population=settings.scheduler.name in POPULATION,
+            workers=workers,
         ),
-        {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
+        # A multi-worker trial only waits for its workers, which reserve their own CPUs
+        # and GPUs: it holds nothing Ray schedules by (Tune refuses an empty request).
+        {"memory": 1}
+        if workers
+        else {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
     )
     if resumable(experiment):
         # Interrupted trials are "unfinished" and resume from their checkpoints; a trial
@@ -256,6 +266,8 @@ def fit(
         run_config.callbacks, run_config.stop = callbacks, stopper
     else:
         storage, _, name = experiment.rpartition("/")
+        limit = settings.max_concurrent or concurrency(workers)
+        searcher = make_searcher(settings, limit)
         tuner = tune.Tuner(
             trainable,
             param_space=param_space(list(settings.dims)),
@@ -263,12 +275,15 @@ def fit(
                 # Several objectives: the searcher and ASHA hold theirs (Tune takes one).
                 metric=None if settings.several_objectives else settings.metric,
                 mode=None if settings.several_objectives else settings.mode,
-                search_alg=make_searcher(settings),
+                search_alg=searcher,
                 scheduler=make_scheduler(settings),
                 num_samples=settings.num_samples,
-                max_concurrent_trials=settings.max_concurrent,
-                # Worker processes import torch+Lightning once, then serve many trials.
-                reuse_actors=True,
+                max_concurrent_trials=None
+                if isinstance(searcher, BasicVariantGenerator)
+                else limit,
+                # Worker processes import torch+Lightning once, then serve many trials. A
+                # multi-worker trial's process must end with it: its workers go with it.
+                reuse_actors=workers is None,
             ),
             run_config=tune.RunConfig(
                 name=name,
@@ -291,6 +306,36 @@ def fit(
     finally:
         signals.take_back()
     return TuneRun(results, signals.received is not None, stopper.bad_input)
+
+
+def multi_worker(settings: Settings, experiment: str) -> Workers | None:
+    """The worker group of each trial, when ``resources.workers`` > 1."""
+    if settings.workers_per_trial <= 1:
+        return None
+    return Workers(
+        count=settings.workers_per_trial,
+        cpus=settings.cpus_per_trial,
+        gpus=settings.gpus_per_trial,
+        placement=settings.worker_placement,
+        storage=experiment,
+        max_failures=settings.max_failures,
+        metric=settings.metric,
+        mode=settings.mode,
+    )
+
+
+def concurrency(workers: Workers | None) -> int | None:
+    """Multi-worker trials hold no resources of their own, so Tune would start them all:
+    as many run at once as the cluster has CPUs (and GPUs) for their workers."""
+    if workers is None:
+        return None
+    import ray
+
+    total = ray.cluster_resources()
+    fits = [total.get("CPU", 0.0) / (workers.count * workers.cpus)]
+    if workers.gpus:
+        fits.append(total.get("GPU", 0.0) / (workers.count * workers.gpus))
+    return max(1, int(min(fits)))
 
 
 def resumable(experiment: str) -> bool:
