@@ -12,13 +12,26 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol, TypeVar
 
 from sweep.config.settings import Settings
 from sweep.text import format_param, format_value, short_keys, table
 
-if TYPE_CHECKING:  # results imports this module
-    from sweep.report.results import TrialRow
+
+class TrialRow(Protocol):
+    """What the front reads of a trial (sweep/report/results.py's TrialRow has it)."""
+
+    @property
+    def number(self) -> int: ...
+    @property
+    def epochs(self) -> int: ...
+    @property
+    def values(self) -> dict[str, Any]: ...
+    @property
+    def objectives(self) -> dict[str, float]: ...
+
+
+Row = TypeVar("Row", bound=TrialRow)
 
 Objectives = Sequence[tuple[str, str]]  # (metric, mode), the first one first
 
@@ -29,7 +42,7 @@ def dominates(a: Mapping[str, float], b: Mapping[str, float], objectives: Object
     return all(s >= 0 for s in signs) and any(s > 0 for s in signs)
 
 
-def pareto(rows: Sequence[TrialRow], objectives: Objectives) -> list[TrialRow]:
+def pareto(rows: Sequence[Row], objectives: Objectives) -> list[Row]:
     """The rows on the front, in the order given (the ranked order: best first objective
     first). A row missing an objective is no point at all; equal points are all kept."""
     points = [

@@ -26,8 +26,8 @@ from ray import tune
 from sweep.config.space import Dimension, apply_values, config_values
 from sweep.quiet import silence
 from sweep.run.outcome import BUDGET_SPENT, DEVICE_KEY, NODE_ID_KEY, TRAINED_WITH
-from sweep.run.trainable import Workers
 from sweep.run.usage import EpochUsage
+from sweep.run.workers import Workers
 
 CHECKPOINT_FILE = "model.ckpt"
 # Beside each checkpoint the sweep writes: its SHA-256, so that only the sweep's own files

@@ -31,7 +31,8 @@ from sweep.run.callbacks import MlflowTrialLogger
 from sweep.run.outcome import TimeBudget, TrialStopper
 from sweep.run.progress import ProgressLine
 from sweep.run.signals import StopSignals
-from sweep.run.trainable import Workers, train
+from sweep.run.trainable import train
+from sweep.run.workers import Workers
 
 if TYPE_CHECKING:  # mlflow: imported by the driver where the store opens
     from sweep.track.tracker import Tracker
