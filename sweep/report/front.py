@@ -18,7 +18,7 @@ from sweep.config.settings import Settings
 from sweep.text import format_param, format_value, short_keys, table
 
 
-class TrialRow(Protocol):
+class FrontRow(Protocol):
     """What the front reads of a trial (sweep/report/results.py's TrialRow has it)."""
 
     @property
@@ -31,7 +31,7 @@ class TrialRow(Protocol):
     def objectives(self) -> dict[str, float]: ...
 
 
-Row = TypeVar("Row", bound=TrialRow)
+Row = TypeVar("Row", bound=FrontRow)
 
 Objectives = Sequence[tuple[str, str]]  # (metric, mode), the first one first
 
@@ -65,7 +65,7 @@ def heading(settings: Settings, on_front: int, trials: int) -> str:
     )
 
 
-def cells(rows: Sequence[TrialRow], settings: Settings) -> list[list[str]]:
+def cells(rows: Sequence[FrontRow], settings: Settings) -> list[list[str]]:
     """Header + one row per front trial: the objectives, then the tuned values."""
     dims = {dim.key: dim for dim in settings.dims}
     keys = list(dict.fromkeys(key for row in rows for key in row.values))
@@ -83,7 +83,7 @@ def cells(rows: Sequence[TrialRow], settings: Settings) -> list[list[str]]:
 
 
 def lines(
-    front: Sequence[TrialRow], settings: Settings, trials: int, files: Sequence[Path]
+    front: Sequence[FrontRow], settings: Settings, trials: int, files: Sequence[Path]
 ) -> list[str]:
     """The summary's block: heading, table, where the configs are and how to re-train one."""
     if not front:
@@ -99,7 +99,7 @@ def lines(
     return out
 
 
-def markdown(front: Sequence[TrialRow], settings: Settings, trials: int) -> list[str]:
+def markdown(front: Sequence[FrontRow], settings: Settings, trials: int) -> list[str]:
     """The same block for the parent run's description."""
     if not front:
         return []

@@ -264,7 +264,7 @@ def finish(
         tracker.log_metrics({f"best_{metric}": best.best})
         tracker.set_tags({tags.BEST_TRIAL: best.trial_id})
     run = (tracker.uri, tracker.experiment_id, tracker.parent_run_id)
-    warnings = _warnings(rows, settings.metrics, tracker.writer.errors)
+    warnings = _warnings(rows, metric, tracker.writer.errors)
     result = SweepResult(rows, best, folder, results_file, best_file, *run, warnings, review_lines)
     if front is not None:
         result.front, result.front_files = front, write_front(rows, front, base, folder, tracker)
@@ -299,10 +299,9 @@ def write_front(
     return files
 
 
-def _warnings(rows: list[TrialRow], metrics: tuple[str, ...], write_errors: list[str]) -> list[str]:
+def _warnings(rows: list[TrialRow], metric: str, write_errors: list[str]) -> list[str]:
     failed = [row for row in rows if row.end_reason == ERROR]
     diverged = [row for row in rows if row.end_reason == DIVERGED]
-    metric = metrics[0]
     silent = [r for r in rows if math.isnan(r.best) and r.end_reason not in (ERROR, DIVERGED)]
     warnings = []
     if failed:

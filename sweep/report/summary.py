@@ -76,7 +76,7 @@ def top_cells(rows: Sequence[TrialRow], settings: Settings) -> list[list[str]]:
         [
             str(row.number),
             *([row.stage] if staged else []),
-            format_value(row.best) if not math.isnan(row.best) else "-",
+            _value(row.best),
             *(_value(row.objectives.get(m, math.nan)) for m in others),
             str(row.epochs),
             row.end_reason.replace("_", " "),

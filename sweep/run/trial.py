@@ -255,7 +255,7 @@ def train(
 ) -> None:
     """Ray Tune function trainable: ``config`` holds this trial's sampled point."""
     if workers is not None:
-        train_workers(config, base, dims, workers, cpus, verbose, deadline)
+        train_workers(config, base, dims, workers, verbose, deadline)
         return
     checkpoint = tune.get_checkpoint()
     if checkpoint is None and deadline is not None and time.time() >= deadline:
@@ -265,15 +265,29 @@ def train(
     values = config_values(list(dims), config)
     cfg = apply_values(base, values)
     callbacks: list[L.Callback] = [TuneReporter(values, deadline, population)]
+    fit_resuming(cfg, values, callbacks, checkpoint, verbose)
+
+
+def fit_resuming(
+    cfg: Mapping[str, Any],
+    values: Mapping[str, Any],
+    callbacks: list[L.Callback],
+    checkpoint: Any,
+    verbose: int,
+    distributed: bool = False,
+) -> None:
+    """Train, from ``checkpoint`` (Tune's or Ray Train's) when there is one. A checkpoint
+    trained with other values (pbt copied it) gets the new ones into its optimizer."""
     if checkpoint is None:
-        fit(cfg, callbacks, verbose=verbose)
+        fit(cfg, callbacks, verbose=verbose, distributed=distributed)
         return
     with checkpoint.as_directory() as folder:
         ckpt = Path(folder) / CHECKPOINT_FILE
         trained_with = Path(folder) / VALUES_FILE
         if trained_with.is_file() and json.loads(trained_with.read_text()) != values:
             callbacks.append(ConfiguredOptimizer())
-        fit(cfg, callbacks, ckpt, trusted=written_by_sweep(Path(folder)), verbose=verbose)
+        trusted = written_by_sweep(Path(folder))
+        fit(cfg, callbacks, ckpt, trusted=trusted, verbose=verbose, distributed=distributed)
 
 
 def train_workers(
@@ -281,7 +295,6 @@ def train_workers(
     base: dict[str, Any],
     dims: tuple[Dimension, ...],
     workers: Workers,
-    cpus: float,
     verbose: int,
     deadline: float | None,
 ) -> None:
@@ -300,14 +313,17 @@ def train_workers(
         train_loop_config={
             "cfg": apply_values(base, values),
             "values": values,
-            "cpus": cpus,
+            "cpus": workers.cpus,
             "verbose": verbose,
             "deadline": deadline,
         },
         scaling_config=ScalingConfig(
             num_workers=workers.count,
             use_gpu=workers.gpus > 0,
-            resources_per_worker={"CPU": cpus, **({"GPU": workers.gpus} if workers.gpus else {})},
+            resources_per_worker={
+                "CPU": workers.cpus,
+                **({"GPU": workers.gpus} if workers.gpus else {}),
+            },
             placement_strategy=workers.placement,
         ),
         run_config=RunConfig(
@@ -332,13 +348,7 @@ def _worker(loop: dict[str, Any]) -> None:
     torch.set_num_threads(max(1, int(loop["cpus"])))
     cfg, values, verbose = loop["cfg"], loop["values"], loop["verbose"]
     callbacks: list[L.Callback] = [WorkerReporter(values, loop["deadline"])]
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        fit(cfg, callbacks, verbose=verbose, distributed=True)
-        return
-    with checkpoint.as_directory() as folder:
-        ckpt, trusted = Path(folder) / CHECKPOINT_FILE, written_by_sweep(Path(folder))
-        fit(cfg, callbacks, ckpt, trusted=trusted, verbose=verbose, distributed=True)
+    fit_resuming(cfg, values, callbacks, ray.train.get_checkpoint(), verbose, distributed=True)
 
 
 class PrintReporter(L.Callback):

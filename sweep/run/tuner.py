@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import optuna
 import pyarrow.fs
+import ray
 from ray import tune
 from ray.tune import ExperimentAnalysis, ResultGrid
 from ray.tune.schedulers import (
@@ -330,8 +331,6 @@ def concurrency(workers: Workers | None) -> int | None:
     as many run at once as the cluster has CPUs (and GPUs) for their workers."""
     if workers is None:
         return None
-    import ray
-
     total = ray.cluster_resources()
     fits = [total.get("CPU", 0.0) / (workers.count * workers.cpus)]
     if workers.gpus:
