@@ -1,13 +1,15 @@
-"""Side-by-side benchmark: `sweep` vs a hand-written Ray Tune script, a serial loop and
-Optuna, on the same fixed trials. See bench/BENCHMARKS.md.
+"""Side-by-side benchmark: `sweep` vs a hand-written Ray Tune script (three ways), a
+serial loop and Optuna, on the same fixed trials. See bench/BENCHMARKS.md.
 
-    python bench/run.py --workload overhead --reps 3          # one workload, 3 rounds
-    python bench/run.py --smoke                               # tiny sizes, 1 round (CI)
-    python bench/run.py --merge out1.json out2.json           # medians over saved rounds
+    python bench/run.py --reps 3                      # both workloads, 3 rounds, interleaved
+    python bench/run.py --workload overhead --reps 1  # one workload
+    python bench/run.py --smoke                       # tiny sizes, 1 round (CI)
+    python bench/run.py --merge out1.json out2.json   # medians over saved rounds
 
-Each round runs every contender once, in a rotating order (so no contender always runs
-first on a cold page cache); the table shows medians over rounds and the ratio of each
-contender's wall time to the hand-written Ray Tune script's.
+Each round runs every contender once on each workload, in a rotating order (so no
+contender always runs first on a cold page cache); the tables show medians over rounds,
+where each contender's time goes (start-up to the first step, the trials, after the last
+epoch), and `sweep`'s ratios to each of the others.
 """
 
 from __future__ import annotations
@@ -28,12 +30,24 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.workloads import Workload, workload  # noqa: E402
+from bench.workloads import NAMES, Workload, workload  # noqa: E402
 
 PYTHON = sys.executable
 SWEEP = str(Path(sys.executable).with_name("sweep"))
-CONTENDERS = ("sweep", "sweep_fifo", "ray_script", "ray_script_reuse", "serial", "optuna")
-BASELINE = "ray_script"
+CONTENDERS = (
+    "sweep",
+    "sweep_fifo",
+    "ray_script",
+    "ray_script_reuse",
+    "ray_script_lean",
+    "serial",
+    "optuna",
+)
+# `sweep` is divided by each of these; the first is issue 12's yardstick: the Ray Tune
+# script a user writes after reading Tune's performance guide (reused actors, and no
+# per-epoch checkpoint, so it cannot resume a trial).
+BASELINES = ("ray_script_lean", "ray_script_reuse", "ray_script", "serial", "optuna")
+DEFAULT_WORKLOADS = "default,compute"
 TARGET_SLACK = 0.005  # ASHA must reach FIFO's best val acc within 0.5 points
 FIFO_REFERENCE = "sweep_fifo"
 
@@ -74,6 +88,9 @@ def command(name: str, w: Workload, spec: Path, tmp: Path) -> list[str]:
         return [PYTHON, str(contenders / "ray_tune_script.py"), str(spec)]
     if name == "ray_script_reuse":
         return [PYTHON, str(contenders / "ray_tune_script.py"), str(spec), "--reuse-actors"]
+    if name == "ray_script_lean":
+        script = [PYTHON, str(contenders / "ray_tune_script.py"), str(spec)]
+        return [*script, "--reuse-actors", "--no-checkpoint"]
     if name == "serial":
         return [PYTHON, str(contenders / "serial_loop.py"), str(spec)]
     if name == "optuna":
@@ -91,6 +108,7 @@ def measure(cmd: list[str], cwd: Path, timeout: float) -> dict[str, Any]:
         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
         "PYTHONUNBUFFERED": "1",
     }
+    busy_before = busy_cpu_s()
     with open(cwd / "output.log", "w") as log:
         t0 = time.time()
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -107,25 +125,39 @@ def measure(cmd: list[str], cwd: Path, timeout: float) -> dict[str, Any]:
                 proc.kill()
             time.sleep(0.1)
         wall = time.time() - t0
+    busy = busy_cpu_s() - busy_before
     lines = [json.loads(x) for x in events.read_text().splitlines()] if events.exists() else []
     return {
         "rc": proc.returncode,
         "t0": t0,
         "wall_s": wall,
         "driver_cpu_s": cpu,
+        "cpu_s": busy,
         "driver_peak_rss_mib": rss / 2**20,
         "events": lines,
         "log_tail": (cwd / "output.log").read_text()[-2000:] if proc.returncode else "",
     }
 
 
+def busy_cpu_s() -> float:
+    """CPU seconds this machine has spent busy since boot, every process together: a
+    contender's whole cost (its driver, Ray's daemons and workers, Optuna's processes)."""
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
 def figures(run: dict[str, Any], cpus: int) -> dict[str, Any]:
     epochs = [e for e in run["events"] if e["event"] == "epoch"]
     firsts = [e["t"] for e in run["events"] if e["event"] == "first_step"]
     train = sum(e["t1"] - e["t0"] for e in epochs)
+    first = (min(firsts) - run["t0"]) if firsts else float("nan")
+    last = (max(e["t1"] for e in epochs) - run["t0"]) if epochs else float("nan")
     return {
         "wall_s": run["wall_s"],
-        "first_step_s": (min(firsts) - run["t0"]) if firsts else float("nan"),
+        "first_step_s": first,  # start-up: the command's start to any trial's first batch
+        "trials_s": last - first,  # the first batch to the last epoch's end
+        "after_s": run["wall_s"] - last,  # the last epoch's end to exit: report, shutdown
+        "cpu_s": run.get("cpu_s", float("nan")),
         "train_s": train,
         "efficiency": train / (run["wall_s"] * cpus),
         "trials": len({e["trial"] for e in epochs}),
@@ -174,38 +206,67 @@ def median(rounds: list[dict[str, Any]], name: str, key: str) -> float:
 COLUMNS = (
     ("wall_s", "wall s", "{:.1f}"),
     ("first_step_s", "1st step s", "{:.1f}"),
+    ("trials_s", "trials s", "{:.1f}"),
+    ("after_s", "after s", "{:.1f}"),
     ("train_s", "train s", "{:.1f}"),
     ("efficiency", "efficiency", "{:.2f}"),
     ("time_to_target_s", "to target s", "{:.1f}"),
-    ("target_vs_fifo_wall", "÷ FIFO wall", "{:.2f}"),
     ("best_val_acc", "best acc", "{:.4f}"),
+    ("cpu_s", "CPU s", "{:.1f}"),
     ("driver_cpu_s", "driver CPU s", "{:.1f}"),
     ("driver_peak_rss_mib", "driver MiB", "{:.0f}"),
 )
+RATIOS = (  # sweep ÷ a baseline, per round, then the median
+    ("wall_s", "wall"),
+    ("cpu_s", "CPU"),
+    ("driver_cpu_s", "driver CPU"),
+    ("driver_peak_rss_mib", "driver MiB"),
+    ("first_step_s", "1st step"),
+)
+
+
+def ratio(rounds: list[dict[str, Any]], key: str, base: str) -> tuple[float, float, float]:
+    """Median, low and high over the rounds that ran both, of sweep's ``key`` ÷ ``base``'s."""
+    pairs = [(r["sweep"].get(key), r[base].get(key)) for r in rounds if "sweep" in r and base in r]
+    values = sorted(a / b for a, b in pairs if a == a and b == b and a is not None and b)
+    if not values:
+        return (float("nan"),) * 3
+    return statistics.median(values), values[0], values[-1]
 
 
 def table(result: dict[str, Any]) -> str:
+    """One workload's medians per contender, then sweep's ratios to each baseline."""
     rounds = result["rounds"]
     names = [n for n in CONTENDERS if any(n in r for r in rounds)]
-    base = median(rounds, BASELINE, "wall_s")
-    head = ["contender", *(c[1] for c in COLUMNS), f"wall ÷ {BASELINE}"]
+    head = ["contender", *(c[1] for c in COLUMNS)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in names:
         cells = [fmt.format(median(rounds, name, key)) for key, _, fmt in COLUMNS]
-        cells.append(f"{median(rounds, name, 'wall_s') / base:.2f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     w = result["workload"]
     lines.append(
         f"\n{w['name']}: {w['trials']} trials × ≤{w['epochs']} epochs of {w['model']}, "
         f"ASHA grace {w['grace_period']} η {w['reduction_factor']}; "
-        f"medians of {len(rounds)} round(s); {result['cpus']} CPUs."
+        f"medians of {len(rounds)} round(s); {result['cpus']} CPUs.\n"
     )
+    bases = [b for b in BASELINES if b in names and "sweep" in names]
+    if bases:
+        head = ["sweep ÷", *(label for _, label in RATIOS)]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for base in bases:
+            cells = []
+            for key, _ in RATIOS:
+                mid, low, high = ratio(rounds, key, base)
+                cells.append(f"{mid:.2f}" + (f" ({low:.2f}–{high:.2f})" if high > low else ""))
+            lines.append(f"| {base} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workload", default="overhead", choices=("overhead", "compute"))
+    parser.add_argument(
+        "--workload", default=DEFAULT_WORKLOADS, help=f"comma-separated, of {', '.join(NAMES)}"
+    )
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, 1 round (CI)")
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
@@ -217,30 +278,41 @@ def main() -> None:
     args = parser.parse_args()
     if args.merge:
         parts = [json.loads(p.read_text()) for p in args.merge]
-        result = {**parts[0], "rounds": [r for p in parts for r in p["rounds"]]}
+        result = {**parts[0], "workloads": {}}
+        for part in parts:
+            for name, one in part["workloads"].items():
+                merged = result["workloads"].setdefault(name, {**one, "rounds": []})
+                merged["rounds"] += one["rounds"]
     else:
-        w = workload(args.workload, smoke=args.smoke)
+        chosen = [n.strip() for n in args.workload.split(",") if n.strip()]
+        if set(chosen) - set(NAMES):
+            parser.error(f"unknown workload(s) {sorted(set(chosen) - set(NAMES))}; use {NAMES}")
+        loads = [workload(n, smoke=args.smoke) for n in chosen]
         names = [n.strip() for n in args.contenders.split(",") if n.strip()]
         unknown = set(names) - set(CONTENDERS)
         if unknown:
             parser.error(f"unknown contender(s) {sorted(unknown)}; use {CONTENDERS}")
         reps = 1 if args.smoke else args.reps
-        rounds = []
-        for i in range(reps):
-            print(f"round {i + 1}/{reps} ({w.name})", flush=True)
-            rounds.append(one_round(w, names, args.first_round + i, args.timeout))
-        result = {
-            "workload": w.spec() | {"points": w.points()},
-            "cpus": psutil.cpu_count(),
-            "rounds": rounds,
-        }
+        cpus = psutil.cpu_count()
+        result = {"cpus": cpus, "workloads": {}}
+        for w in loads:
+            spec = w.spec() | {"points": w.points()}
+            result["workloads"][w.name] = {"workload": spec, "cpus": cpus, "rounds": []}
+        for i in range(reps):  # workloads and contenders interleaved, round by round
+            for w in loads:
+                print(f"round {i + 1}/{reps} ({w.name})", flush=True)
+                one = one_round(w, names, args.first_round + i, args.timeout)
+                result["workloads"][w.name]["rounds"].append(one)
+                if args.out:  # a round's figures survive an interrupted run
+                    args.out.write_text(json.dumps(result, indent=1))
         if args.mlflow or args.smoke:
             from bench.mlflow_cost import measure as mlflow_measure
 
             result["mlflow"] = mlflow_measure(10 if args.smoke else 60)
     if args.out:
         args.out.write_text(json.dumps(result, indent=1))
-    print(table(result))
+    for one in result["workloads"].values():
+        print(f"\n### {one['workload']['name']}\n\n{table(one)}")
     if "mlflow" in result:
         print(
             "\nMLflow per result: " + ", ".join(f"{k} {v:.3g}" for k, v in result["mlflow"].items())

@@ -1,4 +1,4 @@
-"""The two workloads, and the fixed list of points every contender trains.
+"""The workloads, and the fixed list of points every contender trains.
 
 Points are sampled once, with numpy and a fixed seed, from the same space the sweep's
 config describes; every contender receives this list, so all of them train exactly the
@@ -69,7 +69,14 @@ CNN_SPACE = {
 }
 
 
+NAMES = ("default", "overhead", "compute")
+
+
 def workload(name: str, smoke: bool = False) -> Workload:
+    if name == "default":
+        # The default `sweep`: 16 digits-MLP trials, <= 20 epochs, ASHA grace 2, eta 3.
+        trials, epochs, grace = (2, 1, 1) if smoke else (16, 20, 2)
+        return Workload(name, "mlp", trials, epochs, grace, 3, {"layers": 2}, MLP_SPACE)
     if name == "overhead":
         # Many short trials: a digits-MLP epoch is ~30 ms, so orchestration dominates.
         trials, epochs = (2, 1) if smoke else (32, 6)
@@ -78,4 +85,4 @@ def workload(name: str, smoke: bool = False) -> Workload:
         # Fewer, longer trials: a CNN epoch on digits takes ~1 s on one core.
         trials, epochs, grace = (2, 1, 1) if smoke else (8, 12, 2)
         return Workload(name, "cnn", trials, epochs, grace, 3, {}, CNN_SPACE)
-    raise ValueError(f"unknown workload {name!r}; use overhead or compute")
+    raise ValueError(f"unknown workload {name!r}; use one of {', '.join(NAMES)}")

@@ -138,7 +138,9 @@ def run_sweep(
         tracker = preparing.result() if preparing else open_store(settings)
         open_parent(tracker, settings, base, folder, added)
         signals.check()
-        code = sweep_stages(stages.Sweep(settings, base, folder, tracker, signals, deadline))
+        logger = model.WarmLogger() if settings.best_model else None
+        sweep = stages.Sweep(settings, base, folder, tracker, signals, deadline, logger)
+        code = sweep_stages(sweep)
     except BaseException:
         if signals.received is None:
             raise
@@ -171,10 +173,10 @@ def sweep_stages(sweep: stages.Sweep) -> int:
     best = results.best_row(rows)
     logging_model = None
     if best is not None and best.checkpoint and settings.best_model:
-        # In a Ray worker (~10 s, mostly imports), while this process writes the report.
+        # In the Ray actor warmed since the start, while this process writes the report.
         cfg, name = apply_values(sweep.base, best.values), settings.register_model
         run = (tracker.uri, tracker.parent_run_id)
-        logging_model = model.publish(cfg, best.checkpoint, *run, name)
+        logging_model = model.publish(cfg, best.checkpoint, *run, name, sweep.model_logger)
     findings = review.review(rows, settings, outcome.rounds(settings.mode), folder.path)
     signals.check()
     findings.record(folder.path, tracker)

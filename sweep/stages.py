@@ -40,6 +40,7 @@ from sweep.errors import ConfigError
 from sweep.folder import CONFIG_FILE, TUNE_DIR, SweepFolder
 from sweep.practice import boundary
 from sweep.practice.refine import refine_space
+from sweep.report.model import WarmLogger
 from sweep.report.results import TrialRow, collect, rank
 from sweep.report.review import Round
 from sweep.run import tuner, warm_start
@@ -236,6 +237,7 @@ class Sweep:
     tracker: Tracker
     signals: StopSignals
     deadline: float | None = None  # time.time() after which no trial trains (time_budget)
+    model_logger: WarmLogger | None = None  # the best model's logger, started at a first result
 
     @property
     def out_of_time(self) -> bool:
@@ -373,7 +375,10 @@ def run_stage(
         results = tuner.load_results(staged, experiment)
     else:
         sweep.signals.check()
-        tuned = tuner.fit(staged, sweep.base, tracker, sweep.signals, experiment, sweep.deadline)
+        warm = sweep.model_logger.start if sweep.model_logger is not None else None
+        tuned = tuner.fit(
+            staged, sweep.base, tracker, sweep.signals, experiment, sweep.deadline, warm
+        )
         tracker.writer.flush()
         if tuned.interrupted or tuned.bad_input is not None:
             return Outcome(interrupted=tuned.interrupted, bad_input=tuned.bad_input)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.run import CONTENDERS
+from bench.run import BASELINES, CONTENDERS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,19 +27,28 @@ def test_smoke_runs_every_contender(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
-    (round_,) = result["rounds"]
-    assert set(round_) == set(CONTENDERS)
-    for name, figures in round_.items():
-        assert figures["rc"] == 0, name
-        assert figures["wall_s"] > 0, name
-        assert figures["first_step_s"] > 0, name
-        assert figures["train_s"] > 0, name
-        assert figures["trials"] == result["workload"]["trials"] or name != "sweep_fifo"
-        assert 0 < figures["best_val_acc"] <= 1, name
-        assert figures["driver_peak_rss_mib"] > 0, name
+    assert list(result["workloads"]) == ["default", "compute"]  # both, in one command
+    for workload in result["workloads"].values():
+        (round_,) = workload["rounds"]
+        assert set(round_) == set(CONTENDERS)
+        for name, figures in round_.items():
+            assert figures["rc"] == 0, name
+            assert figures["wall_s"] > 0, name
+            assert figures["first_step_s"] > 0, name
+            assert figures["train_s"] > 0, name
+            # The breakdown adds up: start-up, the trials, what comes after the last epoch.
+            parts = figures["first_step_s"] + figures["trials_s"] + figures["after_s"]
+            assert abs(parts - figures["wall_s"]) < 1e-6, name
+            assert figures["cpu_s"] > 0, name
+            assert figures["trials"] == workload["workload"]["trials"] or name != "sweep_fifo"
+            assert 0 < figures["best_val_acc"] <= 1, name
+            assert figures["driver_peak_rss_mib"] > 0, name
     assert result["mlflow"]["write_per_result_ms"] > 0
-    for name in CONTENDERS:  # the printed table names every contender
-        assert f"| {name} |" in proc.stdout
+    assert proc.stdout.count("### ") == 2
+    for name in CONTENDERS:  # the printed tables name every contender
+        assert proc.stdout.count(f"| {name} |") >= 2
+    for base in BASELINES:  # and sweep's ratio to each baseline
+        assert f"| {base} | " in proc.stdout.split("sweep ÷", 1)[1]
 
 
 @pytest.mark.slow

@@ -5,13 +5,18 @@ Rebuilt from the trial's config and its best checkpoint, logged with ``mlflow.py
 registered in the Model Registry under ``register_model=<name>`` with the parent run as
 its source. Loading it back: ``mlflow.pytorch.load_model(<models:/... URI>)``.
 
-It runs as a Ray task, beside the checkpoints and where torch is imported anyway, so the
-driver stays light (sweep/run/trainable.py says why). A model that cannot be logged
-(not picklable, an input example the model cannot take) costs a warning, not the sweep.
+It runs in a Ray actor, beside the checkpoints and where torch is imported anyway, so the
+driver stays light (sweep/run/trainable.py says why). The actor starts when the first
+trials report (:class:`WarmLogger`) and imports torch, Lightning and ``mlflow.pytorch``
+(4-5 s of CPU) at the lowest CPU priority, i.e. on a core the trials leave idle
+(typically in ASHA's tail): at the end only the logging itself is left. A model that
+cannot be logged (not picklable, an input example the model cannot take) costs a
+warning, not the sweep.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,14 +28,57 @@ ARTIFACT = "model"  # the parent run's artifact folder of the best model
 TIMEOUT_S = 600
 
 
+class ModelLogger:
+    """The Ray actor that logs the best model; started by :class:`WarmLogger`."""
+
+    def __init__(self) -> None:
+        # The lowest CPU priority there is, so it takes only CPU no trial wants. Not nice:
+        # Ray runs every worker (the trials too) at nice 15, and 19 would still take a
+        # third of a core from them; SCHED_IDLE takes a few percent.
+        if hasattr(os, "sched_setscheduler"):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        else:
+            os.nice(19)
+        import lightning  # noqa: F401
+        import mlflow.pytorch  # noqa: F401
+        import torch  # noqa: F401
+        from mlflow.models import infer_signature  # noqa: F401
+
+        import sweep.run.trial  # noqa: F401  (the model's build)
+
+    def log(
+        self, cfg: dict[str, Any], checkpoint: str, uri: str, run_id: str, register_as: str | None
+    ) -> str:
+        return _log_model(cfg, checkpoint, uri, run_id, register_as)
+
+
+class WarmLogger:
+    """The sweep's :class:`ModelLogger`, started by :meth:`start` once the first trials
+    have reported: by then their workers are up, so the logger takes no trial's place."""
+
+    def __init__(self) -> None:
+        self.handle: Any = None
+
+    def start(self) -> Any:
+        # It asks for no CPU, so it never holds a trial back from starting.
+        if self.handle is None:
+            self.handle = ray.remote(num_cpus=0, max_restarts=0)(ModelLogger).remote()
+        return self.handle
+
+
 def publish(
-    cfg: dict[str, Any], checkpoint: str, uri: str, run_id: str, register_as: str | None
+    cfg: dict[str, Any],
+    checkpoint: str,
+    uri: str,
+    run_id: str,
+    register_as: str | None,
+    logger: WarmLogger | None = None,
 ) -> Callable[[], tuple[str, str | None]]:
-    """Start logging the model on the parent run ``run_id``, beside the driver's own
-    report; the returned call waits for (where it is, for the summary, None), or ("", the
-    warning that says why not)."""
-    task = ray.remote(num_cpus=1, max_retries=0)(_log_model)
-    ref = task.remote(cfg, checkpoint, uri, run_id, register_as)
+    """Start logging the model on the parent run ``run_id`` (in ``logger``, warm by now,
+    or a new one), beside the driver's own report; the returned call waits for (where it
+    is, for the summary, None), or ("", the warning that says why not)."""
+    actor = (logger or WarmLogger()).start()
+    ref = actor.log.remote(cfg, checkpoint, uri, run_id, register_as)
 
     def wait() -> tuple[str, str | None]:
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -40,6 +41,21 @@ class DriverCallback(tune.Callback):
 
     def __reduce__(self) -> tuple[Any, tuple[()]]:
         return (Detached, ())
+
+
+class OnFirstResult(DriverCallback):
+    """Calls ``start`` once, at the first result of any trial: the moment the first trials'
+    workers are up, so whatever ``start`` launches does not delay them."""
+
+    def __init__(self, start: Callable[[], object]) -> None:
+        self.start: Callable[[], object] | None = start
+
+    def on_trial_result(
+        self, iteration: int, trials: Trials, trial: Trial, result: dict, **info: Any
+    ) -> None:
+        if self.start is not None:
+            start, self.start = self.start, None
+            start()
 
 
 class MlflowTrialLogger(DriverCallback):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,7 @@ from ray.tune.search.optuna import OptunaSearch
 from sweep.config.settings import BOHB_HYPERBAND, POPULATION, Settings
 from sweep.config.space import Dimension, fixed_points
 from sweep.folder import SweepFolder
-from sweep.run.callbacks import MlflowTrialLogger
+from sweep.run.callbacks import MlflowTrialLogger, OnFirstResult
 from sweep.run.outcome import TimeBudget, TrialStopper
 from sweep.run.progress import ProgressLine
 from sweep.run.signals import StopSignals
@@ -214,10 +215,12 @@ def fit(
     signals: StopSignals,
     experiment: str,
     deadline: float | None = None,
+    on_first_result: Callable[[], object] | None = None,
 ) -> TuneRun:
     """Run the Tune experiment at ``experiment`` (a path under the storage), or resume it
     from there: callbacks and stopper are this driver's own either way. After
-    ``deadline`` (``time.time()``) no trial trains: the sweep's time budget."""
+    ``deadline`` (``time.time()``) no trial trains: the sweep's time budget.
+    ``on_first_result`` is called at the first result of a trial."""
     budget = TimeBudget(deadline) if deadline is not None else None
     population = settings.scheduler.name in POPULATION
     stopper = TrialStopper(
@@ -232,6 +235,7 @@ def fit(
             tracker, settings.dims, settings.max_epochs, signals, stopper, settings.trial_offset
         ),
         ProgressLine.for_sweep(settings, total_trials(settings)),
+        *([OnFirstResult(on_first_result)] if on_first_result is not None else []),
     ]
     workers = multi_worker(settings, experiment)
     trainable = tune.with_resources(
