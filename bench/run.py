@@ -36,6 +36,7 @@ PYTHON = sys.executable
 SWEEP = str(Path(sys.executable).with_name("sweep"))
 CONTENDERS = (
     "sweep",
+    "sweep_no_model",
     "sweep_fifo",
     "ray_script",
     "ray_script_reuse",
@@ -82,6 +83,8 @@ def command(name: str, w: Workload, spec: Path, tmp: Path) -> list[str]:
     contenders = REPO / "bench" / "contenders"
     if name == "sweep":
         return [SWEEP, *sweep_args(w, tmp)]
+    if name == "sweep_no_model":  # the same without the best model logged to MLflow
+        return [SWEEP, *sweep_args(w, tmp), "best_model=false"]
     if name == "sweep_fifo":
         return [SWEEP, *sweep_args(w, tmp, "fifo")]
     if name == "ray_script":
@@ -209,6 +212,7 @@ COLUMNS = (
     ("trials_s", "trials s", "{:.1f}"),
     ("after_s", "after s", "{:.1f}"),
     ("train_s", "train s", "{:.1f}"),
+    ("epoch_ms", "ms/epoch", "{:.0f}"),
     ("efficiency", "efficiency", "{:.2f}"),
     ("time_to_target_s", "to target s", "{:.1f}"),
     ("best_val_acc", "best acc", "{:.4f}"),
@@ -222,12 +226,21 @@ RATIOS = (  # sweep ÷ a baseline, per round, then the median
     ("driver_cpu_s", "driver CPU"),
     ("driver_peak_rss_mib", "driver MiB"),
     ("first_step_s", "1st step"),
+    ("epoch_ms", "ms/epoch"),
 )
 
 
-def ratio(rounds: list[dict[str, Any]], key: str, base: str) -> tuple[float, float, float]:
-    """Median, low and high over the rounds that ran both, of sweep's ``key`` ÷ ``base``'s."""
-    pairs = [(r["sweep"].get(key), r[base].get(key)) for r in rounds if "sweep" in r and base in r]
+def derived(figures: dict[str, Any]) -> dict[str, Any]:
+    """Figures computed from the stored ones (so older result files gain them too)."""
+    epochs = figures.get("epochs") or 0
+    return figures | {"epoch_ms": 1000 * figures["train_s"] / epochs if epochs else float("nan")}
+
+
+def ratio(
+    rounds: list[dict[str, Any]], key: str, base: str, name: str = "sweep"
+) -> tuple[float, float, float]:
+    """Median, low and high over the rounds that ran both, of ``name``'s ``key`` ÷ ``base``'s."""
+    pairs = [(r[name].get(key), r[base].get(key)) for r in rounds if name in r and base in r]
     values = sorted(a / b for a, b in pairs if a == a and b == b and a is not None and b)
     if not values:
         return (float("nan"),) * 3
@@ -236,7 +249,7 @@ def ratio(rounds: list[dict[str, Any]], key: str, base: str) -> tuple[float, flo
 
 def table(result: dict[str, Any]) -> str:
     """One workload's medians per contender, then sweep's ratios to each baseline."""
-    rounds = result["rounds"]
+    rounds = [{name: derived(f) for name, f in r.items()} for r in result["rounds"]]
     names = [n for n in CONTENDERS if any(n in r for r in rounds)]
     head = ["contender", *(c[1] for c in COLUMNS)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -247,16 +260,18 @@ def table(result: dict[str, Any]) -> str:
     lines.append(
         f"\n{w['name']}: {w['trials']} trials × ≤{w['epochs']} epochs of {w['model']}, "
         f"ASHA grace {w['grace_period']} η {w['reduction_factor']}; "
-        f"medians of {len(rounds)} round(s); {result['cpus']} CPUs.\n"
+        f"medians of {len(rounds)} round(s); {result['cpus']} CPUs."
     )
-    bases = [b for b in BASELINES if b in names and "sweep" in names]
-    if bases:
-        head = ["sweep ÷", *(label for _, label in RATIOS)]
-        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in (n for n in ("sweep", "sweep_no_model") if n in names):
+        bases = [b for b in BASELINES if b in names]
+        if not bases:
+            continue
+        head = [f"{name} ÷", *(label for _, label in RATIOS)]
+        lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for base in bases:
             cells = []
             for key, _ in RATIOS:
-                mid, low, high = ratio(rounds, key, base)
+                mid, low, high = ratio(rounds, key, base, name)
                 cells.append(f"{mid:.2f}" + (f" ({low:.2f}–{high:.2f})" if high > low else ""))
             lines.append(f"| {base} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -59,12 +59,24 @@ def test_closing_a_failed_trial_keeps_its_traceback(store) -> None:
 
 
 def test_metrics_steps_are_read_back(store) -> None:
-    tracker, _ = store
+    """The driver that made a run knows its last step without asking the store; a resumed
+    driver reads the same from the store, and both match what MLflow holds."""
+    tracker, client = store
     run_id = tracker.open_child("t1", "trial 001", {})
     assert tracker.last_step(run_id, "val_acc") == 0
     for step in (1, 2, 3):
         tracker.log_metrics({"val_acc": 0.5 + step / 10}, step=step, run_id=run_id)
     assert tracker.last_step(run_id, "val_acc") == 3
+    history = client.get_metric_history(run_id, "val_acc")
+    assert sorted(m.step for m in history) == [1, 2, 3]
+    resumed = Tracker(tracker.uri, "exp")
+    resumed.resume_parent(tracker.parent_run_id)
+    assert resumed.child_run("t1") == run_id
+    assert resumed.last_step(run_id, "val_acc") == 3
+    resumed.log_metrics({"val_acc": 0.9}, step=4, run_id=run_id)
+    assert resumed.last_step(run_id, "val_acc") == 4
+    # A trial the new sweep never opened has no run, whoever asks.
+    assert tracker.child_run("t2") is None and resumed.child_run("t2") is None
 
 
 def test_stage_runs_nest_trials_and_a_finished_stage_is_not_reopened(store) -> None:

@@ -6,10 +6,10 @@ registered in the Model Registry under ``register_model=<name>`` with the parent
 its source. Loading it back: ``mlflow.pytorch.load_model(<models:/... URI>)``.
 
 It runs in a Ray actor, beside the checkpoints and where torch is imported anyway, so the
-driver stays light (sweep/run/trainable.py says why). The actor starts when the first
-trials report (:class:`WarmLogger`) and imports torch, Lightning and ``mlflow.pytorch``
-(4-5 s of CPU) at the lowest CPU priority, i.e. on a core the trials leave idle
-(typically in ASHA's tail): at the end only the logging itself is left. A model that
+driver stays light (sweep/run/trainable.py says why). The actor starts as soon as a CPU
+is left idle for good (ASHA's tail: :class:`WarmLogger`) and imports torch, Lightning
+and ``mlflow.pytorch`` there (4-5 s of CPU), at the lowest CPU priority: when the sweep
+ends, only the logging itself is left. A model that
 cannot be logged (not picklable, an input example the model cannot take) costs a
 warning, not the sweep.
 """
@@ -53,8 +53,8 @@ class ModelLogger:
 
 
 class WarmLogger:
-    """The sweep's :class:`ModelLogger`, started by :meth:`start` once the first trials
-    have reported: by then their workers are up, so the logger takes no trial's place."""
+    """The sweep's :class:`ModelLogger`, started by :meth:`start` once a CPU is left idle
+    for good (the run's tail), so that it takes no trial's CPU."""
 
     def __init__(self) -> None:
         self.handle: Any = None

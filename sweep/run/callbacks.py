@@ -43,17 +43,25 @@ class DriverCallback(tune.Callback):
         return (Detached, ())
 
 
-class OnFirstResult(DriverCallback):
-    """Calls ``start`` once, at the first result of any trial: the moment the first trials'
-    workers are up, so whatever ``start`` launches does not delay them."""
+class WhenASlotFrees(DriverCallback):
+    """Calls ``start`` once, when a trial ends and no other will take its place: every
+    trial of the stage exists and fewer than ``slots`` are left to run, so a CPU stays
+    idle from now on (ASHA's tail), and whatever ``start`` launches slows no trial."""
 
-    def __init__(self, start: Callable[[], object]) -> None:
+    def __init__(self, start: Callable[[], object], total: int, slots: int) -> None:
         self.start: Callable[[], object] | None = start
+        self.total = total
+        self.slots = slots
 
-    def on_trial_result(
-        self, iteration: int, trials: Trials, trial: Trial, result: dict, **info: Any
-    ) -> None:
-        if self.start is not None:
+    def on_trial_complete(self, iteration: int, trials: Trials, trial: Trial, **info: Any) -> None:
+        self._check(trials)
+
+    def on_trial_error(self, iteration: int, trials: Trials, trial: Trial, **info: Any) -> None:
+        self._check(trials)
+
+    def _check(self, trials: Trials) -> None:
+        left = [t for t in trials if t.status not in (Trial.TERMINATED, Trial.ERROR)]
+        if self.start is not None and len(trials) >= self.total and len(left) < self.slots:
             start, self.start = self.start, None
             start()
 

@@ -52,6 +52,12 @@ def start_ray(settings: Settings) -> Reaper | None:
     local = cluster.address == LOCAL
     if not local:  # reached and checked before (sweep/preflight.py)
         storage = shared_storage(cluster.storage_path)
+    # An embedded Ray's processes inherit this process's environment, so its workers get
+    # the trial environment that way: Ray's prestarted workers then serve the first trials
+    # (a job runtime_env, which a cluster needs, starts new ones: ~1.5 s of start-up).
+    given = trial_env() if local else {}
+    before = {key: os.environ.get(key) for key in given}
+    os.environ.update(given)
     try:
         ray.init(
             address=cluster.address,
@@ -62,10 +68,16 @@ def start_ray(settings: Settings) -> Reaper | None:
             include_dashboard=settings.workers_per_trial > 1,
             log_to_driver=settings.verbose >= 1,
             logging_level=logging.WARNING if settings.verbose >= 1 else logging.ERROR,
-            runtime_env={"env_vars": trial_env()},
+            runtime_env=None if local else {"env_vars": trial_env()},
         )
     except (ConnectionError, RuntimeError) as exc:
         raise _bad_address(f"cannot connect to Ray at {cluster.address!r}: {exc}") from None
+    finally:  # the driver's own environment stays as it was
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     if settings.verbose < 1:
         # The raylet's own paragraphs ("A worker died or was killed ..."), printed by a
         # thread of ray.init's whatever log_to_driver says: the trial callbacks already

@@ -94,6 +94,11 @@ class Tracker:
         self._trials_parent = ""
         self._trial_tags: dict[str, str] = {}
         self._child_runs: dict[str, str] = {}
+        # A parent this process created has under it only runs this process created: no
+        # trial run to search for, and each one's last step is known (every lookup is a
+        # query, and trivial trials at scale are bound by the driver's CPU).
+        self._parent_is_new = False
+        self._new_runs: dict[str, int] = {}  # run id → the last step this process logged
         self._source: dict[str, str] = {}
         self._inputs: list[DatasetInput] = []
 
@@ -112,6 +117,7 @@ class Tracker:
     ) -> str:
         """``params``: the composed config, flattened to dotted keys."""
         self.parent_run_id = self._create(run_name, {tag.SWEEP_DIR: str(sweep_dir), **tags}, params)
+        self._parent_is_new = True
         return self.parent_run_id
 
     def resume_parent(self, run_id: str) -> None:
@@ -137,6 +143,8 @@ class Tracker:
         for start in range(0, len(items), MAX_METRICS_PER_BATCH):
             batch = items[start : start + MAX_METRICS_PER_BATCH]
             self._client.log_batch(run_id or self.parent_run_id, metrics=batch)
+        if run_id in self._new_runs:
+            self._new_runs[run_id] = max(self._new_runs[run_id], step)
 
     def end_run(self, status: str, run_id: str | None = None) -> None:
         """FINISHED, FAILED or KILLED: the parent run, or a stage run."""
@@ -172,7 +180,9 @@ class Tracker:
     def child_run(self, trial_id: str) -> str | None:
         """The child run of ``trial_id`` under the current stage, if one exists."""
         parent = self._trials_parent or self.parent_run_id
-        run_id = self._child_runs.get(trial_id) or self._find(tag.TRIAL_ID, trial_id, parent)
+        run_id = self._child_runs.get(trial_id)
+        if run_id is None and not self._parent_is_new:  # a resumed sweep's run, if any
+            run_id = self._find(tag.TRIAL_ID, trial_id, parent)
         if run_id is not None:
             self._child_runs[trial_id] = run_id
         return run_id
@@ -202,9 +212,12 @@ class Tracker:
         if (run_id := self.child_run(trial_id)) is not None:
             self._delete(self._client.get_run(run_id))
             self._child_runs.pop(trial_id, None)
+            self._new_runs.pop(run_id, None)
 
     def last_step(self, run_id: str, metric: str) -> int:
         """The last step of ``metric`` logged on a run (0 if none)."""
+        if run_id in self._new_runs:  # every step of it went through log_metrics above
+            return self._new_runs[run_id]
         history = self._client.get_metric_history(run_id, metric)
         return max((m.step for m in history), default=0)
 
@@ -276,6 +289,7 @@ class Tracker:
         run_tags = {**self._source, **tags}
         run = self._client.create_run(self.experiment_id, run_name=run_name, tags=run_tags)
         run_id: str = run.info.run_id
+        self._new_runs[run_id] = 0
         if self._inputs:
             self._client.log_inputs(run_id, datasets=self._inputs)
         items = [Param(k, _text(v, MAX_PARAM_LENGTH)) for k, v in params.items()]
