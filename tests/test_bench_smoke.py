@@ -74,3 +74,23 @@ def test_the_gpu_bench_runs_its_flow_with_resources_gpu_0(tmp_path: Path) -> Non
     assert bare.stdout.strip() == (
         "error: no CUDA GPU on this machine; run this where `nvidia-smi` lists one"
     )
+
+
+def test_the_published_tables_come_from_the_saved_rounds() -> None:
+    """bench/BENCHMARKS.md's result tables are what `--merge` prints from the rounds saved
+    in bench/results/: every median row of the tables there is in the merged output."""
+    saved = sorted((REPO / "bench" / "results").glob("*.json"))
+    assert saved
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--merge", *map(str, saved)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = (REPO / "bench" / "BENCHMARKS.md").read_text()
+    published = doc.split("<!-- merged: start -->", 1)[1].split("<!-- merged: end -->", 1)[0]
+    rows = [line for line in published.splitlines() if line.startswith("| ")]
+    assert len(rows) > 20
+    for row in rows:
+        assert row in proc.stdout, row

@@ -12,7 +12,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from sweep.track import tags
-from sweep.track.tracker import Tracker
+from sweep.track.tracker import MAX_TAGS_PER_BATCH, Tracker
 
 
 @pytest.fixture
@@ -77,6 +77,24 @@ def test_metrics_steps_are_read_back(store) -> None:
     assert resumed.last_step(run_id, "val_acc") == 4
     # A trial the new sweep never opened has no run, whoever asks.
     assert tracker.child_run("t2") is None and resumed.child_run("t2") is None
+
+
+def test_tags_ride_with_an_epochs_metrics(store) -> None:
+    """An epoch's tags (where the trial runs) are written with its metrics, in one batch;
+    without metrics they are still written, and more than a batch holds are all kept."""
+    tracker, client = store
+    run_id = tracker.open_child("t1", "trial 001", {})
+    where = {tags.NODE: "host-a", tags.DEVICE: "cpu"}
+    tracker.log_metrics({"val_acc": 0.7, "val_loss": 0.4}, step=1, run_id=run_id, tags=where)
+    tracker.log_metrics({}, step=2, run_id=run_id, tags={"sweep.note": "only a tag"})
+    many = {f"sweep.k{i:03d}": str(i) for i in range(MAX_TAGS_PER_BATCH + 5)}
+    tracker.log_metrics({"val_acc": 0.8}, step=3, run_id=run_id, tags=many)
+    run = client.get_run(run_id)
+    assert run.data.metrics == {"val_acc": 0.8, "val_loss": 0.4}
+    assert {k: run.data.tags[k] for k in where} == where
+    assert run.data.tags["sweep.note"] == "only a tag"
+    assert all(run.data.tags[k] == v for k, v in many.items())
+    assert sorted(m.step for m in client.get_metric_history(run_id, "val_acc")) == [1, 3]
 
 
 def test_stage_runs_nest_trials_and_a_finished_stage_is_not_reopened(store) -> None:

@@ -60,8 +60,10 @@ class WhenASlotFrees(DriverCallback):
         self._check(trials)
 
     def _check(self, trials: Trials) -> None:
+        if self.start is None or len(trials) < self.total:  # O(1) until the tail
+            return
         left = [t for t in trials if t.status not in (Trial.TERMINATED, Trial.ERROR)]
-        if self.start is not None and len(trials) >= self.total and len(left) < self.slots:
+        if len(left) < self.slots:
             start, self.start = self.start, None
             start()
 
@@ -119,15 +121,14 @@ class MlflowTrialLogger(DriverCallback):
             # already has them, so each step is logged once and histories stay continuous.
             if step <= self._logged_step[trial_id]:
                 return
-            self.tracker.log_metrics(metrics, step=step, run_id=run_id)
-            self._logged_step[trial_id] = step
+            notes: dict[str, str] = {}
             if changed:  # pbt copied a better trial and perturbed its values
-                change = {f"{tags.CONFIG_CHANGE}_{step:03d}": describe_point(changed, self.dims)}
-                self.tracker.set_tags(change, run_id)
+                notes[f"{tags.CONFIG_CHANGE}_{step:03d}"] = describe_point(changed, self.dims)
             if first:
                 # Where the trial runs (again after a retry on another node), and on what.
-                where = {tags.NODE: host, tags.NODE_ID: node_id, tags.DEVICE: device}
-                self.tracker.set_tags(where, run_id)
+                notes |= {tags.NODE: host, tags.NODE_ID: node_id, tags.DEVICE: device}
+            self.tracker.log_metrics(metrics, step=step, run_id=run_id, tags=notes)
+            self._logged_step[trial_id] = step
 
         self.tracker.writer.submit(write)
 

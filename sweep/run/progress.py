@@ -81,7 +81,8 @@ class ProgressLine(DriverCallback):
         self.epochs_seen = 0  # epochs reported in this session (the rate's numerator)
         self.best: tuple[float, int] | None = None  # value, trial number
         self._seeded = False
-        self._last_key = ""
+        self._ends = 0  # trial ends seen, a retried trial's included: part of the change key
+        self._last_key: tuple = ()
         self._last_print = -math.inf
 
     @classmethod
@@ -145,6 +146,7 @@ class ProgressLine(DriverCallback):
     def _end(self, trial: Trial, reason: str) -> None:
         self.running.discard(trial.trial_id)
         self.ended[trial.trial_id] = reason
+        self._ends += 1
         self.show(force=True)
 
     # ---- the estimate -----------------------------------------------------------------
@@ -183,20 +185,21 @@ class ProgressLine(DriverCallback):
         return " | ".join(parts)
 
     def show(self, force: bool = False) -> None:
+        # Called at every step of Tune's loop: the line (which counts every ended trial)
+        # is built only when it is printed, or thousands of trials make the loop quadratic.
         now = time.monotonic()
-        line = self.line()
         due = force or now - self._last_print >= self.min_interval_s
         if self.interactive:
             if due:
                 width = shutil.get_terminal_size((120, 24)).columns - 1
-                self.stream.write("\r\033[K" + line[:width])
+                self.stream.write("\r\033[K" + self.line()[:width])
                 self.stream.flush()
                 self._last_print = now
             return
         # Not a terminal: a new line when a trial ends or the best changes, or once a
         # minute, so logs stay short but show the sweep is alive.
-        key = f"{sorted(self.ended.items())} {self.best}"
+        key = (len(self.ended), self._ends, self.best)
         if (due and key != self._last_key) or now - self._last_print >= HEARTBEAT_S:
-            print(line, file=self.stream, flush=True)
+            print(self.line(), file=self.stream, flush=True)
             self._last_key = key
             self._last_print = now

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import pyarrow.fs
 import ray
 from ray import tune
 from ray.tune import ExperimentAnalysis, ResultGrid
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import (
     ASHAScheduler,
     FIFOScheduler,
@@ -235,7 +237,13 @@ def fit(
             tracker, settings.dims, settings.max_epochs, signals, stopper, settings.trial_offset
         ),
         ProgressLine.for_sweep(settings, total_trials(settings)),
+        # The result files the report reads back; not Tune's TensorBoard files, which
+        # nothing reads (MLflow has every metric) and which took ~17 % of Tune's
+        # controller time at many short trials (bench/SCALING.md).
+        CSVLoggerCallback(),
+        JsonLoggerCallback(),
     ]
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     workers = multi_worker(settings, experiment)
     if when_a_slot_frees is not None:
         slots = settings.max_concurrent or concurrency(workers) or trials_at_once(settings)

@@ -136,13 +136,25 @@ class Tracker:
             self._client.log_batch(run_id or self.parent_run_id, tags=batch)
 
     def log_metrics(
-        self, metrics: Mapping[str, float], step: int = 0, run_id: str | None = None
+        self,
+        metrics: Mapping[str, float],
+        step: int = 0,
+        run_id: str | None = None,
+        tags: Mapping[str, Any] | None = None,
     ) -> None:
+        """``tags`` go in the same write as the metrics (one store transaction each: at
+        many short trials the store's writes bound the driver)."""
+        if tags and len(tags) > MAX_TAGS_PER_BATCH:
+            self.set_tags(tags, run_id)
+            tags = None
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        for start in range(0, len(items), MAX_METRICS_PER_BATCH):
+        notes = [RunTag(k, _text(v, MAX_TAG_LENGTH)) for k, v in (tags or {}).items()]
+        for start in range(0, max(len(items), 1), MAX_METRICS_PER_BATCH):
             batch = items[start : start + MAX_METRICS_PER_BATCH]
-            self._client.log_batch(run_id or self.parent_run_id, metrics=batch)
+            if batch or notes:
+                self._client.log_batch(run_id or self.parent_run_id, metrics=batch, tags=notes)
+            notes = []
         if run_id in self._new_runs:
             self._new_runs[run_id] = max(self._new_runs[run_id], step)
 
