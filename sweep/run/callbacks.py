@@ -166,10 +166,13 @@ class MlflowTrialLogger(DriverCallback):
         self.signals.hand_to_tune()  # Tune has just installed its SIGINT handler
 
     def on_trial_complete(self, iteration: int, trials: Trials, trial: Trial, **info: Any) -> None:
-        if self.signals.received:  # Tune stops the running trials on its way out
-            self._close(trial, outcome.KILLED)
-        else:
-            self._close(trial, outcome.end_reason("TERMINATED", trial.last_result, self.max_epochs))
+        reason = outcome.end_reason("TERMINATED", trial.last_result, self.max_epochs)
+        if self.signals.received and reason not in (outcome.COMPLETED, outcome.DIVERGED):
+            # Tune stops the running trials on its way out: not an end of their own. One
+            # that reached its last epoch (or diverged) as the stop came did end, and Tune
+            # keeps it ended: a resume will not run it again to close its run.
+            reason = outcome.KILLED
+        self._close(trial, reason)
 
     def on_trial_error(self, iteration: int, trials: Trials, trial: Trial, **info: Any) -> None:
         if not self._setup_failed(trial):
