@@ -11,13 +11,20 @@ what is left is the machinery around it.
            Lightning trials reporting with checkpoints, the driver's MLflow parent run and
            one child run per trial (SQLite), progress line, results and report.
   tune     bare Ray Tune with the same trainable (sweep.trial.train), search space,
-           resources and checkpoint policy: no MLflow, no callbacks, no report.
+           resources and checkpoint policy: no MLflow, no callbacks, no report; Tune's
+           default result files (CSV, JSON and TensorBoard).
+  tune-files  the same, writing only the result files a sweep writes (CSV and JSON, no
+           TensorBoard): the like-for-like baseline.
   tune-fn  bare Ray Tune with a plain function that reports the same metrics and a
            checkpoint of the same size: Tune's own floor, without Lightning.
 
 Then the MLflow store's own write rate, through the sweep's Tracker (one writer thread,
 as in a sweep): child runs per second (open + params + metrics + close) and metric
 batches per second, on SQLite and on a local `mlflow server`.
+
+Each mode runs in a process of its own: a sweep sets Tune's environment variables
+(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS among them), which a bare Tune run after it in the
+same process would inherit.
 
 Reported per mode: wall time, trials/s, results/s, and the driver's CPU time per trial
 (the driver is one process; at scale its CPU per trial bounds the trial rate).
@@ -49,7 +56,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     dict.fromkeys([str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
 )
 
-MODES = ("sweep", "tune", "tune-fn")
+MODES = ("sweep", "tune", "tune-files", "tune-fn")
 
 
 def compose(trials: int, epochs: int, workdir: Path) -> Any:
@@ -121,6 +128,7 @@ def trivial_function(config: dict[str, Any], epochs: int, checkpoint_bytes: int)
 def run_tune_mode(cfg: Any, workdir: Path, mode: str, checkpoint_bytes: int) -> dict[str, Any]:
     import ray
     from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
     from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search import BasicVariantGenerator
 
@@ -131,7 +139,11 @@ def run_tune_mode(cfg: Any, workdir: Path, mode: str, checkpoint_bytes: int) -> 
     from sweep.run.tuner import param_space
 
     settings = load_settings(cfg)
-    if mode == "tune":
+    callbacks: list[Any] | None = None
+    if mode == "tune-files":  # the result files a sweep writes, and no TensorBoard
+        os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+        callbacks = [CSVLoggerCallback(), JsonLoggerCallback()]
+    if mode in ("tune", "tune-files"):
         inner = tune.with_parameters(
             trial.train, base=portable_config(cfg), dims=settings.dims, cpus=1
         )
@@ -170,6 +182,7 @@ def run_tune_mode(cfg: Any, workdir: Path, mode: str, checkpoint_bytes: int) -> 
                         checkpoint_score_order=settings.mode,
                     ),
                     verbose=0,
+                    callbacks=callbacks,
                 ),
             )
             results = tuner.fit()
@@ -249,6 +262,15 @@ def mlflow_server(workdir: Path) -> Iterator[str]:
             server.wait()
 
 
+def in_own_process(mode: str, trials: int, epochs: int, tmp: Path) -> dict[str, Any]:
+    out = tmp / f"{mode}.json"
+    argv = [sys.executable, __file__, f"--trials={trials}", f"--epochs={epochs}"]
+    argv += [f"--modes={mode}", "--store-runs=0", f"--out={out}"]
+    subprocess.run(argv, check=True, cwd=tmp)
+    row: dict[str, Any] = json.loads(out.read_text())["modes"][0]
+    return row
+
+
 # ---- report --------------------------------------------------------------------------
 def derive(row: dict[str, Any], trials: int, epochs: int) -> dict[str, Any]:
     row["trials"] = trials
@@ -261,21 +283,24 @@ def derive(row: dict[str, Any], trials: int, epochs: int) -> dict[str, Any]:
 
 def table(rows: list[dict[str, Any]], stores: dict[str, dict[str, float]]) -> str:
     lines = [
-        f"{'mode':<8} {'trials':>6} {'wall s':>7} {'trials/s':>8} {'results/s':>9} "
+        f"{'mode':<10} {'trials':>6} {'wall s':>7} {'trials/s':>8} {'results/s':>9} "
         f"{'driver CPU ms/trial':>19}"
     ]
     for r in rows:
         lines.append(
-            f"{r['mode']:<8} {r['trials_done']:>6} {r['wall_s']:>7.1f} {r['trials_per_s']:>8.2f} "
+            f"{r['mode']:<10} {r['trials_done']:>6} {r['wall_s']:>7.1f} {r['trials_per_s']:>8.2f} "
             f"{r['results_per_s']:>9.2f} {r['driver_cpu_ms_per_trial']:>19.1f}"
         )
     by = {r["mode"]: r for r in rows}
-    if "sweep" in by and "tune" in by:
-        extra = (by["sweep"]["wall_s"] - by["tune"]["wall_s"]) / by["sweep"]["trials"]
-        cpu = by["sweep"]["driver_cpu_ms_per_trial"] - by["tune"]["driver_cpu_ms_per_trial"]
+    for base in ("tune", "tune-files"):
+        if "sweep" not in by or base not in by:
+            continue
+        extra = (by["sweep"]["wall_s"] - by[base]["wall_s"]) / by["sweep"]["trials"]
+        cpu = by["sweep"]["driver_cpu_ms_per_trial"] - by[base]["driver_cpu_ms_per_trial"]
+        rate = by["sweep"]["trials_per_s"] / by[base]["trials_per_s"]
         lines.append(
-            f"orchestrator over bare Tune: {1000 * extra:+.1f} ms wall and {cpu:+.1f} ms "
-            "driver CPU per trial"
+            f"orchestrator over bare Tune ({base}): {1000 * extra:+.1f} ms wall and "
+            f"{cpu:+.1f} ms driver CPU per trial; trials/s {rate:.2f}x"
         )
     for store, rate in stores.items():
         lines.append(
@@ -310,9 +335,13 @@ def main(argv: list[str] | None = None) -> int:
     from sweep.quiet import silence
 
     silence(0)
+    modes = args.modes.split(",")
     rows, stores = [], {}
     with tempfile.TemporaryDirectory(prefix="scale") as tmp:
-        for mode in args.modes.split(","):
+        for mode in modes:
+            if len(modes) > 1:  # a process of its own: no environment left by another mode
+                rows.append(in_own_process(mode, args.trials, args.epochs, Path(tmp)))
+                continue
             workdir = Path(tmp) / mode
             workdir.mkdir()
             cfg = compose(args.trials, args.epochs, workdir)

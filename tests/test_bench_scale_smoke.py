@@ -29,7 +29,7 @@ def test_scale_bench_smoke(tmp_path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     figures = json.loads(out.read_text())
     modes = {row["mode"]: row for row in figures["modes"]}
-    assert set(modes) == {"sweep", "tune", "tune-fn"}
+    assert set(modes) == {"sweep", "tune", "tune-files", "tune-fn"}
     for row in modes.values():
         assert row["trials_done"] == TRIALS
         assert row["wall_s"] > 0 and row["driver_cpu_ms_per_trial"] > 0
