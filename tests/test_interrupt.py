@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from sweep.run.checkpoints import SPARE_DIR
 from tests.conftest import REPO, SWEEP, run_sweep
 
 pytestmark = pytest.mark.slow
@@ -120,13 +121,15 @@ def assert_resumed_completely(tmp: Path, parent_id: str) -> None:
     trial_ids = [c.data.tags["sweep.trial_id"] for c in children]
     assert len(children) == 3 and len(set(trial_ids)) == 3, trial_ids  # no duplicates
     for child in children:
-        assert child.info.status == "FINISHED"
+        why = child.data.tags.get("sweep.error", "")
+        assert child.info.status == "FINISHED", (child.data.tags["sweep.trial_id"], why)
         assert child.data.tags["sweep.end_reason"] == "completed"
         history = client.get_metric_history(child.info.run_id, "val_acc")
         assert sorted(m.step for m in history) == list(range(1, EPOCHS + 1))
     (folder,) = (tmp / "sweeps" / NAME).iterdir()
     table = pd.read_csv(folder / "results.csv")
     assert len(table) == 3 and set(table["end_reason"]) == {"completed"}
+    assert not (folder / "tune" / SPARE_DIR).exists()  # the spare checkpoints went at the end
 
 
 def test_sigkill_then_resume_reruns_nothing_and_duplicates_nothing(tmp_path) -> None:

@@ -3,7 +3,6 @@ resources, checkpoints, failure policy; a new Tuner, or the interrupted one rest
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -32,6 +31,7 @@ from sweep.config.settings import BOHB_HYPERBAND, POPULATION, Settings
 from sweep.config.space import Dimension, fixed_points
 from sweep.folder import SweepFolder
 from sweep.run.callbacks import MlflowTrialLogger, WhenASlotFrees
+from sweep.run.checkpoints import SpareCheckpoints, put_back, saved_state
 from sweep.run.outcome import TimeBudget, TrialStopper
 from sweep.run.progress import ProgressLine
 from sweep.run.signals import StopSignals
@@ -243,6 +243,8 @@ def fit(
         CSVLoggerCallback(),
         JsonLoggerCallback(),
     ]
+    if not population:  # Tune deletes replaced checkpoints (num_to_keep below)
+        callbacks.append(SpareCheckpoints(experiment))
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     workers = multi_worker(settings, experiment)
     if when_a_slot_frees is not None:
@@ -266,6 +268,7 @@ def fit(
         else {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
     )
     if resumable(experiment):
+        put_back(experiment)  # a checkpoint the saved state names, deleted after the save
         # Interrupted trials are "unfinished" and resume from their checkpoints; a trial
         # that already spent its retries stays failed: a resume re-runs nothing that ended.
         # Tune keeps only the space's keys: a driver killed before the first trials were
@@ -367,16 +370,9 @@ def resumable(experiment: str) -> bool:
     num_samples; no trial: a logged IndexError): nothing ran, so it starts from scratch."""
     if not tune.Tuner.can_restore(experiment):
         return False
+    if (saved_state(experiment) or {}).get("trial_data"):
+        return True
     fs, path = pyarrow.fs.FileSystem.from_uri(experiment)
-    states = sorted(
-        f.path
-        for f in fs.get_file_info(pyarrow.fs.FileSelector(path))
-        if f.base_name.startswith("experiment_state")
-    )
-    if states:
-        with fs.open_input_stream(states[-1]) as stream:
-            if json.loads(stream.read()).get("trial_data"):
-                return True
     fs.delete_dir(path)
     return False
 

@@ -1,0 +1,139 @@
+"""A driver killed just after Tune replaced a trial's checkpoint, for real: Tune's saved
+state still names the checkpoint it then deleted. Without the spare, the resumed trial
+fails ("does not exist on storage anymore": a CI run hit it in tests/test_interrupt.py);
+with it put back, the trial resumes from that checkpoint and finishes. A real Tune
+experiment on an embedded Ray; the kill is reproduced by copying its folder at that moment.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+from ray import tune
+
+from sweep.run.checkpoints import SPARE_DIR, SpareCheckpoints, put_back
+
+pytestmark = pytest.mark.slow
+STEPS = 4
+
+
+def counting(config: dict[str, Any]) -> None:
+    """Reports ``STEPS`` steps, each better than the last, each with a checkpoint (so Tune
+    deletes the one before); resumes after the step its checkpoint holds."""
+    start = 0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            start = json.loads((Path(folder) / "step.json").read_text())["step"]
+    for step in range(start + 1, STEPS + 1):
+        with tempfile.TemporaryDirectory() as folder:
+            (Path(folder) / "step.json").write_text(json.dumps({"step": step}))
+            tune.report(
+                {"score": step, "step": step, "resumed_from": start},
+                checkpoint=tune.Checkpoint.from_directory(folder),
+            )
+
+
+class FolderAtLastReplace(tune.Callback):
+    """Copies the experiment folder as Tune is about to register the last checkpoint
+    (after SpareCheckpoints linked the latest): what a kill at that moment leaves, but
+    for the deletion Tune makes next."""
+
+    def __init__(self, experiment: Path, copy: Path) -> None:
+        self.experiment, self.copy = experiment, copy
+
+    def on_checkpoint(
+        self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any
+    ) -> None:
+        if Path(checkpoint.path).name == f"checkpoint_{STEPS - 1:06d}":
+            shutil.copytree(self.experiment, self.copy, dirs_exist_ok=True)
+
+
+def run(experiment: Path, callbacks: list[tune.Callback]) -> tune.ResultGrid:
+    tuner = tune.Tuner(
+        counting,
+        run_config=tune.RunConfig(
+            name=experiment.name,
+            storage_path=str(experiment.parent),
+            callbacks=callbacks,
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=1, checkpoint_score_attribute="score", checkpoint_score_order="max"
+            ),
+            verbose=0,
+        ),
+    )
+    return tuner.fit()
+
+
+def resume(experiment: Path) -> tune.ResultGrid:
+    return tune.Tuner.restore(str(experiment), trainable=counting, resume_errored=False).fit()
+
+
+@pytest.fixture(scope="module")
+def killed_at_replace(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The experiment folder as a kill would leave it after Tune's last replace, and the
+    experiment as it finished."""
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
+    root = tmp_path_factory.mktemp("spares")
+    experiment, copy = root / "exp", root / "copy"
+    results = run(
+        experiment, [SpareCheckpoints(str(experiment)), FolderAtLastReplace(experiment, copy)]
+    )
+    assert not results.errors and results[0].metrics["step"] == STEPS
+    (trial,) = [p for p in experiment.iterdir() if p.name.startswith("counting_")]
+    # As it finished: only the last (best and latest) checkpoint, and no spare left.
+    assert [p.name for p in trial.glob("checkpoint_*")] == [f"checkpoint_{STEPS - 1:06d}"]
+    assert not (experiment / SPARE_DIR).exists()
+    # The kill: the copy, less what Tune deleted when it registered the last checkpoint.
+    for old in (copy / trial.name).glob("checkpoint_*"):
+        if not (trial / old.name).exists():
+            shutil.rmtree(old)
+    yield copy, trial
+    ray.shutdown()
+
+
+def a_copy(killed: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path, str]:
+    """(a copy of the killed experiment, its trial folder, the checkpoint its state names)."""
+    copy, trial = killed
+    experiment = tmp_path / copy.name
+    shutil.copytree(copy, experiment)
+    (state,) = experiment.glob("experiment_state-*.json")
+    ((_, runtime),) = json.loads(state.read_text())["trial_data"]
+    return (
+        experiment,
+        experiment / trial.name,
+        json.loads(runtime)["last_result"]["checkpoint_dir_name"],
+    )
+
+
+def test_the_saved_state_names_a_deleted_checkpoint_and_a_resume_without_spares_fails(
+    killed_at_replace: tuple[Path, Path], tmp_path: Path
+) -> None:
+    experiment, trial, named = a_copy(killed_at_replace, tmp_path)
+    shutil.rmtree(experiment / SPARE_DIR)
+    assert not (trial / named).exists()  # the race: named, and gone
+
+    (result,) = resume(experiment)
+    assert result.error is not None and "does not exist on storage anymore" in str(result.error)
+
+
+def test_a_resume_puts_the_spare_back_and_the_trial_finishes_from_it(
+    killed_at_replace: tuple[Path, Path], tmp_path: Path
+) -> None:
+    experiment, trial, named = a_copy(killed_at_replace, tmp_path)
+    assert f"{trial.name}/{named}" in put_back(str(experiment))
+    assert (trial / named / "step.json").is_file()
+    assert not (experiment / SPARE_DIR).exists()  # the spares that were not needed: gone
+
+    (result,) = resume(experiment)
+    assert result.error is None
+    assert result.metrics["step"] == STEPS
+    # It went on from the checkpoint the state named (or the one before, when it was saved
+    # mid-save), not from scratch: checkpoint i holds step i + 1.
+    assert result.metrics["resumed_from"] in (int(named[-6:]), int(named[-6:]) + 1)
