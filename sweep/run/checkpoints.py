@@ -81,6 +81,8 @@ class SpareCheckpoints(DriverCallback):
 
     def __init__(self, experiment: str) -> None:
         self.experiment = experiment.rstrip("/")
+        # The spare folder's filesystem and path there, resolved once (not per checkpoint).
+        self.fs, self.root = pyarrow.fs.FileSystem.from_uri(f"{self.experiment}/{SPARE_DIR}")
         self.spares: dict[str, set[str]] = {}  # trial folder → spare checkpoint names
         self._pruned_at = time.monotonic()
         self._interval = PRUNE_EVERY_S
@@ -93,7 +95,7 @@ class SpareCheckpoints(DriverCallback):
         if latest is not None and latest.path != checkpoint.path:
             folder, name = latest.path.rstrip("/").rsplit("/", 2)[-2:]
             if name not in self.spares.setdefault(folder, set()):
-                _link_tree(latest.filesystem, latest.path, self._spare(folder, name))
+                _link_tree(latest.filesystem, latest.path, f"{self.root}/{folder}/{name}")
                 self.spares[folder].add(name)
         if self.spares and time.monotonic() - self._pruned_at >= self._interval:
             self.prune()
@@ -112,22 +114,15 @@ class SpareCheckpoints(DriverCallback):
         named = named_checkpoints(state or {})
         self._pruned_at = time.monotonic()
         self._interval = max(PRUNE_EVERY_S, READS_PER_INTERVAL * (self._pruned_at - start))
-        fs, root = pyarrow.fs.FileSystem.from_uri(self._spare_root())
         for folder, names in self.spares.items():
             if folder not in named:
                 continue  # not saved yet: a resume would start it from scratch, or keep it
             for name in [n for n in names if index(n) < needed_from(named[folder])]:
-                fs.delete_dir(f"{root}/{folder}/{name}")
+                self.fs.delete_dir(f"{self.root}/{folder}/{name}")
                 names.discard(name)
         if self.spares and not any(self.spares.values()):
-            fs.delete_dir(root)  # nothing spare left: no empty folder in the user's sweep
+            self.fs.delete_dir(self.root)  # nothing spare left: no empty folder in the user's sweep
             self.spares.clear()
-
-    def _spare_root(self) -> str:
-        return f"{self.experiment}/{SPARE_DIR}"
-
-    def _spare(self, folder: str, name: str) -> str:
-        return pyarrow.fs.FileSystem.from_uri(f"{self._spare_root()}/{folder}/{name}")[1]
 
 
 def put_back(experiment: str) -> list[str]:
