@@ -3,7 +3,7 @@ serial loop and Optuna, on the same fixed trials. See bench/BENCHMARKS.md.
 
     python bench/run.py --reps 3                      # both workloads, 3 rounds, interleaved
     python bench/run.py --workload overhead --reps 1  # one workload
-    python bench/run.py --smoke                       # tiny sizes, 1 round (CI)
+    python bench/run.py --smoke                       # tiny sizes, 1 round (CI); see SMOKE_LATER
     python bench/run.py --merge out1.json out2.json   # medians over saved rounds
 
 Each round runs every contender once on each workload, in a rotating order (so no
@@ -51,6 +51,9 @@ BASELINES = ("ray_script_lean", "ray_script_reuse", "ray_script", "serial", "opt
 DEFAULT_WORKLOADS = "default,compute"
 TARGET_SLACK = 0.005  # ASHA must reach FIFO's best val acc within 0.5 points
 FIFO_REFERENCE = "sweep_fifo"
+# A smoke run (CI) runs every contender on the first workload; on the others one of each
+# program: the variants differ only in flags, which the first workload has exercised.
+SMOKE_LATER = ("sweep", "ray_script_lean", "serial", "optuna")
 
 
 def sweep_args(w: Workload, tmp: Path, scheduler: str = "asha") -> list[str]:
@@ -314,9 +317,10 @@ def main() -> None:
             spec = w.spec() | {"points": w.points()}
             result["workloads"][w.name] = {"workload": spec, "cpus": cpus, "rounds": []}
         for i in range(reps):  # workloads and contenders interleaved, round by round
-            for w in loads:
+            for j, w in enumerate(loads):
                 print(f"round {i + 1}/{reps} ({w.name})", flush=True)
-                one = one_round(w, names, args.first_round + i, args.timeout)
+                these = [n for n in names if n in SMOKE_LATER] if args.smoke and j else names
+                one = one_round(w, these, args.first_round + i, args.timeout)
                 result["workloads"][w.name]["rounds"].append(one)
                 if args.out:  # a round's figures survive an interrupted run
                     args.out.write_text(json.dumps(result, indent=1))
