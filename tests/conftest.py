@@ -101,3 +101,13 @@ class Sweep:
 
     def output(self) -> str:
         return self.out.read_text() + self.err.read_text()
+
+
+def cut_short(experiment: Path) -> list[str]:
+    """Tune's state files on the storage path cut in half, as its syncer leaves them when a
+    kill lands mid-copy (or a save rewrote the staging file under the copy)."""
+    states = sorted(experiment.glob("*state-*.json"))  # experiment_state-, basic-variant-state-
+    for state in states:
+        whole = state.read_bytes()
+        state.write_bytes(whole[: len(whole) // 2])
+    return [state.name for state in states]

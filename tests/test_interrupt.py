@@ -1,4 +1,5 @@
-"""A plain sweep's driver SIGKILLed mid-sweep, for real: the user's command with
+"""A plain sweep's driver SIGKILLed mid-sweep, for real (and Tune's state on the storage
+path cut short, as a kill during its copy leaves it): the user's command with
 ``resume=true`` re-runs nothing that finished and duplicates no MLflow run, and resuming a
 finished sweep changes nothing. (Stops by SIGINT and SIGTERM in every phase of a sweep:
 tests/test_stop_and_resume.py.)"""
@@ -18,7 +19,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from sweep.run.checkpoints import SPARE_DIR
-from tests.conftest import REPO, SWEEP, run_sweep
+from tests.conftest import REPO, SWEEP, cut_short, run_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -146,6 +147,9 @@ def test_sigkill_then_resume_reruns_nothing_and_duplicates_nothing(tmp_path) -> 
     _, parent, _ = mlflow_runs(tmp_path)
     before = epochs_by_trial(tmp_path)
     done = [t for t, e in before.items() if e[-1] == EPOCHS]
+    # The kill may land while Tune's syncer copies its state: that copy is then cut short.
+    (experiment,) = (tmp_path / "sweeps" / NAME).glob("*/tune")
+    assert cut_short(experiment)
 
     proc2 = run_sweep(FAULTY, *sweep_args(tmp_path), "resume=true")
     assert proc2.returncode == 0, proc2.stdout + proc2.stderr

@@ -1,8 +1,10 @@
 """A driver killed just after Tune replaced a trial's checkpoint, for real: Tune's saved
 state still names the checkpoint it then deleted. Without the spare, the resumed trial
 fails ("does not exist on storage anymore": a CI run hit it in tests/test_interrupt.py);
-with it put back, the trial resumes from that checkpoint and finishes. A real Tune
-experiment on an embedded Ray; the kill is reproduced by copying its folder at that moment.
+with it put back, the trial resumes from that checkpoint and finishes. And a kill while
+Tune's syncer copied its state leaves that state cut short: without the whole copy a
+resume fails; with it put back, the trial finishes. A real Tune experiment on an embedded
+Ray; the kill is reproduced by copying its folder at that moment.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import pytest
 import ray
 from ray import tune
 
-from sweep.run.checkpoints import SPARE_DIR, SpareCheckpoints, put_back
+from sweep.run.checkpoints import SPARE_DIR, WHOLE_STATE_DIR, SpareCheckpoints, WholeState, put_back
+from tests.conftest import cut_short
 
 pytestmark = pytest.mark.slow
 STEPS = 4
@@ -82,9 +85,8 @@ def killed_at_replace(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, P
     ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
     root = tmp_path_factory.mktemp("spares")
     experiment, copy = root / "exp", root / "copy"
-    results = run(
-        experiment, [SpareCheckpoints(str(experiment)), FolderAtLastReplace(experiment, copy)]
-    )
+    keepers = [SpareCheckpoints(str(experiment)), WholeState(str(experiment))]
+    results = run(experiment, [*keepers, FolderAtLastReplace(experiment, copy)])
     assert not results.errors and results[0].metrics["step"] == STEPS
     (trial,) = [p for p in experiment.iterdir() if p.name.startswith("counting_")]
     # As it finished: only the last (best and latest) checkpoint, and no spare left.
@@ -137,3 +139,34 @@ def test_a_resume_puts_the_spare_back_and_the_trial_finishes_from_it(
     # It went on from the checkpoint the state named (or the one before, when it was saved
     # mid-save), not from scratch: checkpoint i holds step i + 1.
     assert result.metrics["resumed_from"] in (int(named[-6:]), int(named[-6:]) + 1)
+
+
+def test_a_state_cut_short_fails_a_resume_without_the_whole_copy(
+    killed_at_replace: tuple[Path, Path], tmp_path: Path
+) -> None:
+    experiment, _, _ = a_copy(killed_at_replace, tmp_path)
+    shutil.rmtree(experiment / WHOLE_STATE_DIR)
+    assert cut_short(experiment)
+    with pytest.raises(ValueError):  # json: "Unterminated string", or whatever the cut hit
+        put_back(str(experiment))
+
+
+def test_a_resume_puts_the_whole_state_back_and_the_trial_finishes(
+    killed_at_replace: tuple[Path, Path], tmp_path: Path
+) -> None:
+    experiment, trial, _ = a_copy(killed_at_replace, tmp_path)
+    cut = cut_short(experiment)
+    assert sorted(p.name for p in (experiment / WHOLE_STATE_DIR).iterdir()) == cut
+    put_back(str(experiment))
+    assert not (experiment / WHOLE_STATE_DIR).exists()
+    (state,) = experiment.glob("experiment_state-*.json")
+    json.loads(state.read_text())  # whole again (the searcher's is a pickle)
+
+    (result,) = resume(experiment)
+    assert result.error is None
+    assert result.metrics["step"] == STEPS
+    # From the checkpoint the whole state named (as new as the one cut short, or newer),
+    # not again from scratch.
+    lines = (trial / "result.json").read_text().splitlines()
+    steps = [json.loads(line)["step"] for line in lines]
+    assert steps.count(1) == 1 and steps[-1] == STEPS, steps

@@ -1,4 +1,4 @@
-"""The checkpoint a resume starts a trial from is never gone.
+"""What a resume reads is never gone and never cut short.
 
 Tune keeps a trial's best checkpoint and its latest (``CheckpointConfig(num_to_keep=1)``)
 and deletes the one before as soon as a newer one registers. The experiment state a resume
@@ -11,6 +11,13 @@ So before Tune replaces a trial's latest checkpoint, :class:`SpareCheckpoints` l
 files into a spare folder (hard links: no copy, no space while the original is there). A
 spare goes once the state Tune saved names a newer checkpoint of the trial; a resume puts
 back a spare whose checkpoint is missing (:func:`put_back`).
+
+That copy of the state can also be cut short: Tune rewrites the state in place in the
+driver's staging folder while its syncer may still be copying the one before, and the copy
+is written in place too (0.2 % of reads during a default sweep failed to parse, and a driver
+killed then left a sweep whose resume stopped with "Unterminated string";
+bench/SCALING.md). :class:`WholeState` keeps the state as Tune last wrote it, whole, and
+:func:`put_back` puts it in place before a resume.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from ray.tune.experiment import Trial
 from sweep.run.callbacks import DriverCallback, Trials
 
 SPARE_DIR = ".replaced-checkpoints"  # in the experiment folder: <trial folder>/<checkpoint>
+WHOLE_STATE_DIR = ".whole-state"  # in the experiment folder: Tune's state files, whole
 # The saved state is read again at most this often, or less: reading it (MBs at a thousand
 # trials) takes at most 2 % of the driver's time (READS_PER_INTERVAL reads' time apart).
 PRUNE_EVERY_S = 5.0
@@ -126,9 +134,11 @@ class SpareCheckpoints(DriverCallback):
 
 
 def put_back(experiment: str) -> list[str]:
-    """Before a resume: each spare whose checkpoint is missing and that the saved state
-    may name goes back in its place; the others are dropped. Returns those put back."""
+    """Before a resume: Tune's state as it last wrote it whole goes back in place; then each
+    spare whose checkpoint is missing and that the saved state may name goes back in its
+    place, and the other spares are dropped. Returns the spares put back."""
     experiment = experiment.rstrip("/")
+    WholeState.put_back(experiment)
     fs, root = pyarrow.fs.FileSystem.from_uri(f"{experiment}/{SPARE_DIR}")
     if fs.get_file_info(root).type != pyarrow.fs.FileType.Directory:
         return []
@@ -145,6 +155,57 @@ def put_back(experiment: str) -> list[str]:
                 restored.append(f"{folder}/{checkpoint.base_name}")
     fs.delete_dir(root)
     return restored
+
+
+class WholeState(DriverCallback):
+    """Copies Tune's state files (the experiment state, the searcher's) from the driver's
+    staging folder into the experiment's :data:`WHOLE_STATE_DIR`, each renamed into place,
+    each time Tune saves them: the copies are never cut short, and never older than the
+    ones Tune's syncer copies to the same folder. Object storage writes each object whole:
+    there it keeps nothing."""
+
+    def __init__(self, experiment: str) -> None:
+        fs, path = pyarrow.fs.FileSystem.from_uri(experiment)
+        local = isinstance(fs, pyarrow.fs.LocalFileSystem)
+        self.folder = f"{path}/{WHOLE_STATE_DIR}" if local else None
+        self.staging: str | None = None  # Ray's session folder, known once a trial exists
+        self.copied: dict[str, tuple[int, int]] = {}  # file → (mtime ns, size) copied
+
+    def on_step_begin(self, iteration: int, trials: Trials, **info: Any) -> None:
+        storage = trials[0].storage if self.staging is None and trials else None
+        if storage is not None:  # new or restored trials: before Tune first saves them
+            self.staging = storage.experiment_driver_staging_path
+
+    def get_state(self) -> None:
+        """Tune calls this in its save, once it has written (and closed) its state files
+        in the staging folder, before its syncer copies them."""
+        if self.folder is None or self.staging is None:
+            return None
+        os.makedirs(self.folder, exist_ok=True)
+        with os.scandir(self.staging) as entries:
+            files = [e for e in entries if e.is_file() and e.name.endswith((".json", ".pkl"))]
+        for entry in files:
+            stat = entry.stat()
+            if self.copied.get(entry.name) != (stat.st_mtime_ns, stat.st_size):
+                partial = f"{self.folder}/.{entry.name}.partial"
+                shutil.copyfile(entry.path, partial)
+                os.replace(partial, f"{self.folder}/{entry.name}")  # atomic: whole or absent
+                self.copied[entry.name] = (stat.st_mtime_ns, stat.st_size)
+        return None
+
+    @staticmethod
+    def put_back(experiment: str) -> None:
+        """The kept copies replace Tune's files on the storage path: they are as new or
+        newer. The resumed Tune downloads them into its staging folder, and this callback
+        copies them again before its syncer first writes to the storage path."""
+        fs, path = pyarrow.fs.FileSystem.from_uri(experiment)
+        folder = f"{path}/{WHOLE_STATE_DIR}"
+        if not isinstance(fs, pyarrow.fs.LocalFileSystem) or not os.path.isdir(folder):
+            return
+        for name in os.listdir(folder):
+            if not name.startswith("."):  # a copy the kill cut short was never renamed in
+                os.replace(f"{folder}/{name}", f"{path}/{name}")
+        shutil.rmtree(folder)
 
 
 def _link_tree(fs: pyarrow.fs.FileSystem, source: str, target: str) -> None:

@@ -31,7 +31,7 @@ from sweep.config.settings import BOHB_HYPERBAND, POPULATION, Settings
 from sweep.config.space import Dimension, fixed_points
 from sweep.folder import SweepFolder
 from sweep.run.callbacks import MlflowTrialLogger, WhenASlotFrees
-from sweep.run.checkpoints import SpareCheckpoints, put_back, saved_state
+from sweep.run.checkpoints import SpareCheckpoints, WholeState, put_back, saved_state
 from sweep.run.outcome import TimeBudget, TrialStopper
 from sweep.run.progress import ProgressLine
 from sweep.run.signals import StopSignals
@@ -242,6 +242,7 @@ def fit(
         # controller time at many short trials (bench/SCALING.md).
         CSVLoggerCallback(),
         JsonLoggerCallback(),
+        WholeState(experiment),  # the state a resume reads, never cut short
     ]
     if not population:  # Tune deletes replaced checkpoints (num_to_keep below)
         callbacks.append(SpareCheckpoints(experiment))
@@ -267,8 +268,9 @@ def fit(
         if workers
         else {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
     )
+    # The state as Tune last wrote it whole, and a checkpoint it names that was deleted.
+    put_back(experiment)
     if resumable(experiment):
-        put_back(experiment)  # a checkpoint the saved state names, deleted after the save
         # Interrupted trials are "unfinished" and resume from their checkpoints; a trial
         # that already spent its retries stays failed: a resume re-runs nothing that ended.
         # Tune keeps only the space's keys: a driver killed before the first trials were
