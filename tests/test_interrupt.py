@@ -41,6 +41,7 @@ def sweep_args(tmp: Path) -> list[str]:
         "model.epoch_sleep=0.4",
         f"output_dir={tmp}/sweeps",
         f"tracking.uri=sqlite:///{tmp}/mlflow.db",
+        "best_model=false",  # not the subject here; tests/test_best_model.py
     ]
 
 

@@ -170,7 +170,7 @@ def test_every_phase_of_a_staged_sweep_stops_cleanly_and_resumes(tmp_path: Path)
 
 
 def test_scientific_stages_resume_after_sigkill_in_each_stage(tmp_path: Path) -> None:
-    args = [*base_args(tmp_path), "+search_space.model.hidden.role=scientific"]
+    args = [*base_args(tmp_path), "+search_space.model.hidden.role=scientific", "best_model=false"]
     resume = [*args, "resume=true"]
     kills = [
         ("hidden=32", "hidden-32", "start-up"),

@@ -32,6 +32,7 @@ ARGS = [
     "~search_space.model.hidden",
     "~search_space.model.dropout",
     "+search_space.model.optimizer={type: choice, values: [adam, sgd], role: scientific}",
+    "best_model=false",  # not the subject here (~6 s a sweep); tests/test_best_model.py
 ]
 
 
@@ -141,6 +142,7 @@ def refined(tmp_path_factory):
         "search_space.model.lr.high=0.3",
         "~search_space.model.hidden",
         "~search_space.model.dropout",
+        "best_model=false",
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (folder,) = sweep_folders(cwd)

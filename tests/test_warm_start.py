@@ -70,7 +70,8 @@ def test_an_mlflow_parent_run_names_the_earlier_sweep(tmp_path: Path, composed) 
 
 @pytest.mark.slow
 def test_a_sweep_warm_starts_from_another_sweeps_folder(tmp_path: Path) -> None:
-    first = run_sweep(tmp_path, "searcher=tpe", "num_samples=4", "trainer.max_epochs=2")
+    quick = ["trainer.max_epochs=2", "best_model=false"]  # the model: test_best_model.py
+    first = run_sweep(tmp_path, "searcher=tpe", "num_samples=4", *quick)
     assert first.returncode == 0, first.stdout + first.stderr
     earlier = pd.read_csv(sweep_folders(tmp_path)[0] / "results.csv")
     folder = sweep_folders(tmp_path)[0]
@@ -81,7 +82,7 @@ def test_a_sweep_warm_starts_from_another_sweeps_folder(tmp_path: Path) -> None:
         tmp_path,
         "searcher=tpe",
         "num_samples=2",
-        "trainer.max_epochs=2",
+        *quick,
         f"searcher.warm_start={folder}",
         f"search_space.model.lr.high={high}",
     )
