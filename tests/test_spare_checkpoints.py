@@ -58,6 +58,21 @@ class FolderAtLastReplace(tune.Callback):
             shutil.copytree(self.experiment, self.copy, dirs_exist_ok=True)
 
 
+class WholeAtFirstResult(tune.Callback):
+    """Notes which state files the whole copy holds when the first result arrives: by
+    then Tune has saved once, in the step that added the trial."""
+
+    def __init__(self, experiment: Path) -> None:
+        self.folder = experiment / WHOLE_STATE_DIR
+        self.held: list[str] | None = None
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self.held is None:
+            self.held = (
+                sorted(p.name for p in self.folder.glob("*")) if self.folder.exists() else []
+            )
+
+
 def run(experiment: Path, callbacks: list[tune.Callback]) -> tune.ResultGrid:
     tuner = tune.Tuner(
         counting,
@@ -86,12 +101,15 @@ def killed_at_replace(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, P
     root = tmp_path_factory.mktemp("spares")
     experiment, copy = root / "exp", root / "copy"
     keepers = [SpareCheckpoints(str(experiment)), WholeState(str(experiment))]
-    results = run(experiment, [*keepers, FolderAtLastReplace(experiment, copy)])
+    first = WholeAtFirstResult(experiment)
+    results = run(experiment, [*keepers, FolderAtLastReplace(experiment, copy), first])
     assert not results.errors and results[0].metrics["step"] == STEPS
     (trial,) = [p for p in experiment.iterdir() if p.name.startswith("counting_")]
     # As it finished: only the last (best and latest) checkpoint, and no spare left.
     assert [p.name for p in trial.glob("checkpoint_*")] == [f"checkpoint_{STEPS - 1:06d}"]
     assert not (experiment / SPARE_DIR).exists()
+    # Tune's first save, before a trial had a result, was kept whole too.
+    assert first.held and any(name.startswith("experiment_state-") for name in first.held)
     # The kill: the copy, less what Tune deleted when it registered the last checkpoint.
     for old in (copy / trial.name).glob("checkpoint_*"):
         if not (trial / old.name).exists():

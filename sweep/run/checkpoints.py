@@ -168,21 +168,21 @@ class WholeState(DriverCallback):
         fs, path = pyarrow.fs.FileSystem.from_uri(experiment)
         local = isinstance(fs, pyarrow.fs.LocalFileSystem)
         self.folder = f"{path}/{WHOLE_STATE_DIR}" if local else None
-        self.staging: str | None = None  # Ray's session folder, known once a trial exists
+        self.trials: Trials = []
         self.copied: dict[str, tuple[int, int]] = {}  # file → (mtime ns, size) copied
 
     def on_step_begin(self, iteration: int, trials: Trials, **info: Any) -> None:
-        storage = trials[0].storage if self.staging is None and trials else None
-        if storage is not None:  # new or restored trials: before Tune first saves them
-            self.staging = storage.experiment_driver_staging_path
+        # Tune's own list: the trials it adds in this step are in it when the step saves.
+        self.trials = trials
 
     def get_state(self) -> None:
         """Tune calls this in its save, once it has written (and closed) its state files
-        in the staging folder, before its syncer copies them."""
-        if self.folder is None or self.staging is None:
+        in the staging folder (in Ray's session folder), before its syncer copies them."""
+        storage = self.trials[0].storage if self.trials else None
+        if self.folder is None or storage is None:
             return None
         os.makedirs(self.folder, exist_ok=True)
-        with os.scandir(self.staging) as entries:
+        with os.scandir(storage.experiment_driver_staging_path) as entries:
             files = [e for e in entries if e.is_file() and e.name.endswith((".json", ".pkl"))]
         for entry in files:
             stat = entry.stat()
