@@ -197,3 +197,20 @@ def test_runs_name_their_source_and_the_data_they_saw(store) -> None:
     assert tags.GIT_COMMIT not in other.data.tags
     digests = {i.tags[0].value: i.dataset.digest for i in other.inputs.dataset_inputs}
     assert digests["training"] != inputs["training"].digest
+
+
+def test_artifacts_go_beside_the_sqlite_file_whatever_folder_the_sweep_runs_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "store").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    tracker = Tracker(f"sqlite:///{tmp_path}/store/mlflow.db", "my sweep/1")
+    tracker.start_parent("sweep now", tmp_path, {}, {})
+    (tmp_path / "table.csv").write_text("a\n1\n")
+    tracker.log_artifact(tmp_path / "table.csv")
+    tracker.writer.close()
+    (folder,) = (tmp_path / "store" / "mlruns").iterdir()
+    assert folder.name.startswith("my_sweep_1-")  # one folder per name, safe on any disk
+    assert list(folder.glob("*/artifacts/table.csv"))
+    assert list((tmp_path / "elsewhere").iterdir()) == []  # not ./mlruns of the folder

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import queue
+import re
 import shutil
 import threading
 import time
@@ -83,7 +84,9 @@ class Tracker:
             experiment = self._client.get_experiment_by_name(experiment_name)
             self.created_experiment = experiment is None
             self.experiment_id = (
-                self._client.create_experiment(experiment_name)
+                self._client.create_experiment(
+                    experiment_name, artifact_location(uri, experiment_name)
+                )
                 if experiment is None
                 else experiment.experiment_id
             )
@@ -320,6 +323,20 @@ class Tracker:
 
     def _under(self, run_id: str) -> str:
         return f"tags.`{tag.PARENT}` = '{run_id}'"
+
+
+def artifact_location(uri: str, experiment_name: str) -> str | None:
+    """A new experiment's artifact folder on a SQLite store: ``mlruns/<experiment>`` beside
+    the database file. MLflow's default, ``./mlruns`` of the folder the command runs in,
+    scatters one store's artifacts over every folder it is used from. A server picks its
+    own (None)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    folder = Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlruns"
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", experiment_name)
+    if safe != experiment_name:  # one folder per name: a discarded experiment removes it
+        safe += "-" + hashlib.sha256(experiment_name.encode()).hexdigest()[:8]
+    return str(folder / safe)
 
 
 def _remove_local(uri: str, up: int) -> None:
