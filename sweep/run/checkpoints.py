@@ -165,9 +165,7 @@ class WholeState(DriverCallback):
     there it keeps nothing."""
 
     def __init__(self, experiment: str) -> None:
-        fs, path = pyarrow.fs.FileSystem.from_uri(experiment)
-        local = isinstance(fs, pyarrow.fs.LocalFileSystem)
-        self.folder = f"{path}/{WHOLE_STATE_DIR}" if local else None
+        self.folder = _whole_state_folder(experiment)
         self.trials: Trials = []
         self.copied: dict[str, tuple[int, int]] = {}  # file → (mtime ns, size) copied
 
@@ -198,14 +196,21 @@ class WholeState(DriverCallback):
         """The kept copies replace Tune's files on the storage path: they are as new or
         newer. The resumed Tune downloads them into its staging folder, and this callback
         copies them again before its syncer first writes to the storage path."""
-        fs, path = pyarrow.fs.FileSystem.from_uri(experiment)
-        folder = f"{path}/{WHOLE_STATE_DIR}"
-        if not isinstance(fs, pyarrow.fs.LocalFileSystem) or not os.path.isdir(folder):
+        folder = _whole_state_folder(experiment)
+        if folder is None or not os.path.isdir(folder):
             return
+        path = os.path.dirname(folder)
         for name in os.listdir(folder):
             if not name.startswith("."):  # a copy the kill cut short was never renamed in
                 os.replace(f"{folder}/{name}", f"{path}/{name}")
         shutil.rmtree(folder)
+
+
+def _whole_state_folder(experiment: str) -> str | None:
+    """Where :class:`WholeState` keeps its copies: on a local or mounted disk only."""
+    fs, path = pyarrow.fs.FileSystem.from_uri(experiment)
+    local = isinstance(fs, pyarrow.fs.LocalFileSystem)
+    return f"{path.rstrip('/')}/{WHOLE_STATE_DIR}" if local else None
 
 
 def _link_tree(fs: pyarrow.fs.FileSystem, source: str, target: str) -> None:

@@ -330,13 +330,21 @@ def artifact_location(uri: str, experiment_name: str) -> str | None:
     the database file. MLflow's default, ``./mlruns`` of the folder the command runs in,
     scatters one store's artifacts over every folder it is used from. A server picks its
     own (None)."""
-    if not uri.startswith("sqlite:///"):
+    store = _sqlite_folder(uri)
+    if store is None:
         return None
-    folder = Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlruns"
+    folder = store.resolve() / "mlruns"
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", experiment_name)
     if safe != experiment_name:  # one folder per name: a discarded experiment removes it
         safe += "-" + hashlib.sha256(experiment_name.encode()).hexdigest()[:8]
     return str(folder / safe)
+
+
+def _sqlite_folder(uri: str) -> Path | None:
+    """The folder of a SQLite store's database file; None for any other store."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///")).parent
 
 
 def _remove_local(uri: str, up: int) -> None:
@@ -351,10 +359,11 @@ def _remove_local(uri: str, up: int) -> None:
 @contextlib.contextmanager
 def _store_lock(uri: str) -> Iterator[None]:
     """An exclusive lock on a SQLite store's folder (no lock file left behind)."""
-    if not uri.startswith("sqlite:///"):
+    store = _sqlite_folder(uri)
+    if store is None:
         yield
         return
-    folder = os.open(Path(uri.removeprefix("sqlite:///")).parent, os.O_RDONLY)
+    folder = os.open(store, os.O_RDONLY)
     try:
         fcntl.flock(folder, fcntl.LOCK_EX)
         yield
