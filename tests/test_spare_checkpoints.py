@@ -3,8 +3,10 @@ state still names the checkpoint it then deleted. Without the spare, the resumed
 fails ("does not exist on storage anymore": a CI run hit it in tests/test_interrupt.py);
 with it put back, the trial resumes from that checkpoint and finishes. And a kill while
 Tune's syncer copied its state leaves that state cut short: without the whole copy a
-resume fails; with it put back, the trial finishes. A real Tune experiment on an embedded
-Ray; the kill is reproduced by copying its folder at that moment.
+resume fails; with it put back, the trial finishes. The trial's result logs on the
+storage path, older or newer than that state, lose or repeat results on a resume; the
+whole copy's logs keep each result once. A real Tune experiment on an embedded Ray; the
+kill is reproduced by copying its folder at that moment.
 """
 
 from __future__ import annotations
@@ -121,7 +123,9 @@ def killed_at_replace(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, P
 def a_copy(killed: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path, str]:
     """(a copy of the killed experiment, its trial folder, the checkpoint its state names)."""
     copy, trial = killed
-    experiment = tmp_path / copy.name
+    # Named for the test: Tune's staging folder (in Ray's session folder, shared by these
+    # tests) is named for the experiment and the second it started.
+    experiment = tmp_path / tmp_path.name
     shutil.copytree(copy, experiment)
     (state,) = experiment.glob("experiment_state-*.json")
     ((_, runtime),) = json.loads(state.read_text())["trial_data"]
@@ -174,7 +178,7 @@ def test_a_resume_puts_the_whole_state_back_and_the_trial_finishes(
 ) -> None:
     experiment, trial, _ = a_copy(killed_at_replace, tmp_path)
     cut = cut_short(experiment)
-    assert sorted(p.name for p in (experiment / WHOLE_STATE_DIR).iterdir()) == cut
+    assert sorted(p.name for p in (experiment / WHOLE_STATE_DIR).iterdir() if p.is_file()) == cut
     put_back(str(experiment))
     assert not (experiment / WHOLE_STATE_DIR).exists()
     (state,) = experiment.glob("experiment_state-*.json")
@@ -188,3 +192,52 @@ def test_a_resume_puts_the_whole_state_back_and_the_trial_finishes(
     lines = (trial / "result.json").read_text().splitlines()
     steps = [json.loads(line)["step"] for line in lines]
     assert steps.count(1) == 1 and steps[-1] == STEPS, steps
+
+
+def steps_logged(trial: Path) -> tuple[list[int], list[int]]:
+    """The steps in the trial's result.json and progress.csv, in order."""
+    lines = (trial / "result.json").read_text().splitlines()
+    rows = (trial / "progress.csv").read_text().splitlines()
+    at = rows[0].split(",").index("step")
+    return [json.loads(line)["step"] for line in lines], [int(r.split(",")[at]) for r in rows[1:]]
+
+
+def older_logs(trial: Path) -> None:
+    """The storage path's logs as a syncer that had not copied them since the first
+    result leaves them: the state names later checkpoints."""
+    (trial / "result.json").write_text((trial / "result.json").read_text().splitlines()[0] + "\n")
+    rows = (trial / "progress.csv").read_text().splitlines(keepends=True)
+    (trial / "progress.csv").write_text("".join(rows[:2]))
+
+
+def test_logs_older_than_the_state_lose_results_without_the_whole_copy(
+    killed_at_replace: tuple[Path, Path], tmp_path: Path
+) -> None:
+    experiment, trial, _ = a_copy(killed_at_replace, tmp_path)
+    shutil.rmtree(experiment / WHOLE_STATE_DIR)
+    older_logs(trial)
+    put_back(str(experiment))  # the spares only
+    (result,) = resume(experiment)
+    assert result.error is None
+    for steps in steps_logged(trial):  # the steps between the first and the state's: lost
+        assert steps[0] == 1 and set(range(1, STEPS + 1)) - set(steps), steps
+
+
+def test_the_whole_copy_keeps_each_result_once_in_the_logs_a_resume_appends_to(
+    killed_at_replace: tuple[Path, Path], tmp_path: Path
+) -> None:
+    experiment, trial, _ = a_copy(killed_at_replace, tmp_path)
+    older_logs(trial)
+    # A kill between one save's copies: the kept log holds a result the kept state does not
+    # (and a line cut short, as a log on the storage path may end).
+    kept = experiment / WHOLE_STATE_DIR / trial.name / "result.json"
+    last = json.loads(kept.read_text().splitlines()[-1])
+    ahead = {**last, "step": 99, "training_iteration": last["training_iteration"] + 1}
+    kept.write_text(kept.read_text() + json.dumps(ahead) + '\n{"step": 10')
+    put_back(str(experiment))
+    results, progress = steps_logged(trial)
+    assert 99 not in results and results == progress == list(range(1, len(results) + 1))
+
+    (result,) = resume(experiment)
+    assert result.error is None
+    assert steps_logged(trial) == (list(range(1, STEPS + 1)), list(range(1, STEPS + 1)))

@@ -17,11 +17,16 @@ driver's staging folder while its syncer may still be copying the one before, an
 is written in place too (0.2 % of reads during a default sweep failed to parse, and a driver
 killed then left a sweep whose resume stopped with "Unterminated string";
 bench/SCALING.md). :class:`WholeState` keeps the state as Tune last wrote it, whole, and
-:func:`put_back` puts it in place before a resume.
+:func:`put_back` puts it in place before a resume. The trials' result logs go with it: a
+resumed trial appends to its log as copied from the storage path, and the syncer's copy
+there may be older than the state (a CI run resumed a trial whose log had lost its first
+epoch) or newer (its later epochs come again).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import shutil
@@ -30,11 +35,15 @@ from typing import Any
 
 import pyarrow.fs
 from ray.tune.experiment import Trial
+from ray.tune.result import EXPR_PROGRESS_FILE, EXPR_RESULT_FILE
 
 from sweep.run.callbacks import DriverCallback, Trials
 
 SPARE_DIR = ".replaced-checkpoints"  # in the experiment folder: <trial folder>/<checkpoint>
 WHOLE_STATE_DIR = ".whole-state"  # in the experiment folder: Tune's state files, whole
+# Tune's result logs in a trial's folder: a resumed trial copies them back from the storage
+# path and appends to them (Tune's JSON and CSV logger callbacks).
+RESULT_LOGS = (EXPR_RESULT_FILE, EXPR_PROGRESS_FILE)
 # The saved state is read again at most this often, or less: reading it (MBs at a thousand
 # trials) takes at most 2 % of the driver's time (READS_PER_INTERVAL reads' time apart).
 PRUNE_EVERY_S = 5.0
@@ -159,15 +168,17 @@ def put_back(experiment: str) -> list[str]:
 
 class WholeState(DriverCallback):
     """Copies Tune's state files (the experiment state, the searcher's) from the driver's
-    staging folder into the experiment's :data:`WHOLE_STATE_DIR`, each renamed into place,
-    each time Tune saves them: the copies are never cut short, and never older than the
-    ones Tune's syncer copies to the same folder. Object storage writes each object whole:
-    there it keeps nothing."""
+    staging folder into the experiment's :data:`WHOLE_STATE_DIR` each time Tune saves them,
+    and first each trial's result logs that changed since (into ``<trial folder>/``), each
+    file renamed into place: the copies are never cut short, the logs never older than the
+    state, and none older than what Tune's syncer copies to the storage path. Object storage
+    writes each object whole: there it keeps nothing."""
 
     def __init__(self, experiment: str) -> None:
         self.folder = _whole_state_folder(experiment)
         self.trials: Trials = []
-        self.copied: dict[str, tuple[int, int]] = {}  # file → (mtime ns, size) copied
+        self.copied: dict[str, tuple[int, int]] = {}  # state file → (mtime ns, size) copied
+        self.logged: dict[str, tuple[str, Any]] = {}  # trial → (status, iteration) copied
 
     def on_step_begin(self, iteration: int, trials: Trials, **info: Any) -> None:
         # Tune's own list: the trials it adds in this step are in it when the step saves.
@@ -175,19 +186,27 @@ class WholeState(DriverCallback):
 
     def get_state(self) -> None:
         """Tune calls this in its save, once it has written (and closed) its state files
-        in the staging folder (in Ray's session folder), before its syncer copies them."""
+        in the staging folder (in Ray's session folder), before its syncer copies them.
+        Tune's loggers write in this same thread: no log grows while this copies."""
         storage = self.trials[0].storage if self.trials else None
         if self.folder is None or storage is None:
             return None
+        for trial in self.trials:
+            seen = (trial.status, trial.last_result.get("training_iteration"))
+            store = trial.storage
+            if store and store.trial_dir_name and self.logged.get(trial.trial_id) != seen:
+                for log in RESULT_LOGS:
+                    source = os.path.join(store.trial_driver_staging_path, log)
+                    if os.path.isfile(source):
+                        _copy_whole(source, f"{self.folder}/{store.trial_dir_name}", log)
+                self.logged[trial.trial_id] = seen
         os.makedirs(self.folder, exist_ok=True)
         with os.scandir(storage.experiment_driver_staging_path) as entries:
             files = [e for e in entries if e.is_file() and e.name.endswith((".json", ".pkl"))]
         for entry in files:
             stat = entry.stat()
             if self.copied.get(entry.name) != (stat.st_mtime_ns, stat.st_size):
-                partial = f"{self.folder}/.{entry.name}.partial"
-                shutil.copyfile(entry.path, partial)
-                os.replace(partial, f"{self.folder}/{entry.name}")  # atomic: whole or absent
+                _copy_whole(entry.path, self.folder, entry.name)
                 self.copied[entry.name] = (stat.st_mtime_ns, stat.st_size)
         return None
 
@@ -195,15 +214,78 @@ class WholeState(DriverCallback):
     def put_back(experiment: str) -> None:
         """The kept copies replace Tune's files on the storage path: they are as new or
         newer. The resumed Tune downloads them into its staging folder, and this callback
-        copies them again before its syncer first writes to the storage path."""
+        copies them again before its syncer first writes to the storage path. A log keeps
+        no result past the one the state holds (a kill between the copies of one save)."""
         folder = _whole_state_folder(experiment)
         if folder is None or not os.path.isdir(folder):
             return
         path = os.path.dirname(folder)
-        for name in os.listdir(folder):
-            if not name.startswith("."):  # a copy the kill cut short was never renamed in
-                os.replace(f"{folder}/{name}", f"{path}/{name}")
+        for entry in os.scandir(folder):
+            if entry.is_dir():  # a trial's logs
+                os.makedirs(f"{path}/{entry.name}", exist_ok=True)
+                for log in os.listdir(entry.path):
+                    if not log.startswith("."):  # a copy the kill cut short was never renamed in
+                        os.replace(f"{entry.path}/{log}", f"{path}/{entry.name}/{log}")
+            elif not entry.name.startswith("."):
+                os.replace(entry.path, f"{path}/{entry.name}")
         shutil.rmtree(folder)
+        for trial_json, runtime_json in (saved_state(experiment) or {}).get("trial_data", []):
+            trial_folder = json.loads(trial_json).get("relative_logdir")
+            last = (json.loads(runtime_json).get("last_result") or {}).get("training_iteration")
+            if trial_folder and last is not None:
+                _drop_results_after(f"{path}/{trial_folder}", last)
+
+
+def _copy_whole(source: str, folder: str, name: str) -> None:
+    """``source`` copied to ``folder/name`` through a hidden partial file renamed into place
+    (atomic: a kill leaves the old copy or the new, whole)."""
+    os.makedirs(folder, exist_ok=True)
+    partial = f"{folder}/.{name}.partial"
+    shutil.copyfile(source, partial)
+    os.replace(partial, f"{folder}/{name}")
+
+
+def _drop_results_after(trial_folder: str, last: int) -> None:
+    """Removes the results after iteration ``last`` from the trial's result logs (they
+    come again when the trial resumes from the state that ends at ``last``)."""
+    result, progress = (f"{trial_folder}/{log}" for log in RESULT_LOGS)
+    if os.path.isfile(result):
+        with open(result) as f:
+            lines = [line for line in f if line.strip()]
+        kept = [line for line in lines if _iteration_of(line, last + 1) <= last]
+        if len(kept) < len(lines):
+            _write_whole(result, "".join(kept))
+    if os.path.isfile(progress):
+        with open(progress, newline="") as f:
+            rows = list(csv.reader(f))
+        if rows and "training_iteration" in rows[0]:
+            at = rows[0].index("training_iteration")
+            kept_rows = [
+                rows[0],
+                *(
+                    r
+                    for r in rows[1:]
+                    if len(r) == len(rows[0]) and r[at].isdigit() and int(r[at]) <= last
+                ),
+            ]
+            if len(kept_rows) < len(rows):
+                text = io.StringIO()
+                csv.writer(text).writerows(kept_rows)  # Tune's DictWriter writes this dialect
+                _write_whole(progress, text.getvalue())
+
+
+def _iteration_of(line: str, otherwise: int) -> int:
+    """The result line's training iteration; ``otherwise`` for a line a kill cut short."""
+    try:
+        return int(json.loads(line).get("training_iteration", 0))
+    except ValueError:
+        return otherwise
+
+
+def _write_whole(path: str, text: str) -> None:
+    with open(f"{path}.partial", "w", newline="") as f:
+        f.write(text)
+    os.replace(f"{path}.partial", path)
 
 
 def _whole_state_folder(experiment: str) -> str | None:
