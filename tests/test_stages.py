@@ -182,7 +182,6 @@ def test_trials_left_running_at_the_end_are_killed(logger) -> None:
     tracker.writer.flush()
     status = {r.data.tags[tags.TRIAL_ID]: r.info.status for r in tracker.sweep_runs()}
     assert status == {"ddddd_00000": "RUNNING", "ddddd_00001": "KILLED"}
-    assert callback.unfinished == ["ddddd_00001"]
 
 
 def test_driver_callbacks_are_saved_as_nothing(logger) -> None:

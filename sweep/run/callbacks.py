@@ -86,7 +86,6 @@ class MlflowTrialLogger(DriverCallback):
         self.stopper = stopper
         self.dims = list(dims)
         self.max_epochs = max_epochs
-        self.unfinished: list[str] = []
         self._logged_step: dict[str, int] = {}  # trial id → last step in MLflow (writer thread)
         self._trained_with: dict[str, dict[str, float]] = {}  # pbt: trial id → last values
 
@@ -225,7 +224,6 @@ class MlflowTrialLogger(DriverCallback):
         """Trials still pending or running here were interrupted (Ctrl-C, SIGTERM): their
         runs are closed as KILLED; a resume reopens them."""
         cut = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
-        self.unfinished = [t.trial_id for t in cut]
         for trial in cut:
             self._close(trial, outcome.KILLED)
 
