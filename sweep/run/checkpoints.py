@@ -245,9 +245,19 @@ def _copy_whole(source: str, folder: str, name: str) -> None:
     os.replace(partial, f"{folder}/{name}")
 
 
+def _write_whole(path: str, text: str) -> None:
+    """``text`` written to ``path`` as :func:`_copy_whole` copies: whole or not at all."""
+    folder, name = os.path.split(path)
+    partial = f"{folder}/.{name}.partial"
+    with open(partial, "w", newline="") as f:
+        f.write(text)
+    os.replace(partial, path)
+
+
 def _drop_results_after(trial_folder: str, last: int) -> None:
     """Removes the results after iteration ``last`` from the trial's result logs (they
-    come again when the trial resumes from the state that ends at ``last``)."""
+    come again when the trial resumes from the state that ends at ``last``), and a last
+    line a kill cut short."""
     result, progress = (f"{trial_folder}/{log}" for log in RESULT_LOGS)
     if os.path.isfile(result):
         with open(result) as f:
@@ -257,20 +267,14 @@ def _drop_results_after(trial_folder: str, last: int) -> None:
             _write_whole(result, "".join(kept))
     if os.path.isfile(progress):
         with open(progress, newline="") as f:
-            rows = list(csv.reader(f))
-        if rows and "training_iteration" in rows[0]:
-            at = rows[0].index("training_iteration")
-            kept_rows = [
-                rows[0],
-                *(
-                    r
-                    for r in rows[1:]
-                    if len(r) == len(rows[0]) and r[at].isdigit() and int(r[at]) <= last
-                ),
-            ]
+            header, *rows = list(csv.reader(f)) or [[]]
+        if "training_iteration" in header:
+            at = header.index("training_iteration")
+            whole = [r for r in rows if len(r) == len(header) and r[at].isdigit()]
+            kept_rows = [r for r in whole if int(r[at]) <= last]
             if len(kept_rows) < len(rows):
                 text = io.StringIO()
-                csv.writer(text).writerows(kept_rows)  # Tune's DictWriter writes this dialect
+                csv.writer(text).writerows([header, *kept_rows])  # Tune's DictWriter dialect
                 _write_whole(progress, text.getvalue())
 
 
@@ -280,12 +284,6 @@ def _iteration_of(line: str, otherwise: int) -> int:
         return int(json.loads(line).get("training_iteration", 0))
     except ValueError:
         return otherwise
-
-
-def _write_whole(path: str, text: str) -> None:
-    with open(f"{path}.partial", "w", newline="") as f:
-        f.write(text)
-    os.replace(f"{path}.partial", path)
 
 
 def _whole_state_folder(experiment: str) -> str | None:
