@@ -53,8 +53,7 @@ def start_ray(settings: Settings) -> Reaper | None:
     if not local:  # reached and checked before (sweep/preflight.py)
         storage = shared_storage(cluster.storage_path)
     # An embedded Ray's processes inherit this process's environment, so its workers get
-    # the trial environment that way: Ray's prestarted workers then serve the first trials
-    # (a job runtime_env, which a cluster needs, starts new ones: ~1.5 s of start-up).
+    # the trial environment that way, without a job runtime_env (a cluster needs one).
     given = trial_env() if local else {}
     before = {key: os.environ.get(key) for key in given}
     os.environ.update(given)
