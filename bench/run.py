@@ -3,7 +3,7 @@ serial loop and Optuna, on the same fixed trials. See bench/BENCHMARKS.md.
 
     python bench/run.py --reps 3                      # both workloads, 3 rounds, interleaved
     python bench/run.py --workload overhead --reps 1  # one workload
-    python bench/run.py --smoke                       # tiny sizes, 1 round (CI); see SMOKE_LATER
+    python bench/run.py --smoke                       # tiny sizes, 1 round (CI); see SMOKE
     python bench/run.py --merge out1.json out2.json   # medians over saved rounds
 
 Each round runs every contender once on each workload, in a rotating order (so no
@@ -51,9 +51,14 @@ BASELINES = ("ray_script_lean", "ray_script_reuse", "ray_script", "serial", "opt
 DEFAULT_WORKLOADS = "default,compute"
 TARGET_SLACK = 0.005  # ASHA must reach FIFO's best val acc within 0.5 points
 FIFO_REFERENCE = "sweep_fifo"
-# A smoke run (CI) runs every contender on the first workload; on the others one of each
-# program: the variants differ only in flags, which the first workload has exercised.
-SMOKE_LATER = ("sweep", "ray_script_lean", "serial", "optuna")
+# A smoke run (CI) runs each program once per workload, its variants spread over the two:
+# `sweep` with and without the model, the Ray script with and without checkpoints. The
+# other two variants differ in one flag tested elsewhere (`scheduler=fifo` in the README
+# commands; `reuse_actors=False` is Tune's default) and run in the measured rounds.
+SMOKE = {
+    "default": ("sweep", "ray_script_reuse", "serial", "optuna"),
+    "compute": ("sweep_no_model", "ray_script_lean", "serial", "optuna"),
+}
 
 
 def sweep_args(w: Workload, tmp: Path, scheduler: str = "asha") -> list[str]:
@@ -317,9 +322,9 @@ def main() -> None:
             spec = w.spec() | {"points": w.points()}
             result["workloads"][w.name] = {"workload": spec, "cpus": cpus, "rounds": []}
         for i in range(reps):  # workloads and contenders interleaved, round by round
-            for j, w in enumerate(loads):
+            for w in loads:
                 print(f"round {i + 1}/{reps} ({w.name})", flush=True)
-                these = [n for n in names if n in SMOKE_LATER] if args.smoke and j else names
+                these = [n for n in names if n in SMOKE[w.name]] if args.smoke else names
                 one = one_round(w, these, args.first_round + i, args.timeout)
                 result["workloads"][w.name]["rounds"].append(one)
                 if args.out:  # a round's figures survive an interrupted run

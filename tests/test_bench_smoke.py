@@ -10,13 +10,31 @@ from pathlib import Path
 
 import pytest
 
-from bench.run import BASELINES, CONTENDERS, SMOKE_LATER
+from bench.run import BASELINES, CONTENDERS, SMOKE, command
+from bench.workloads import workload
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+def program(name: str) -> str:
+    """The program a contender runs (the sweep CLI or a script), without its flags."""
+    cmd = command(name, workload("default", smoke=True), Path("spec.json"), Path("tmp"))
+    return Path(cmd[0]).name if cmd[0].endswith("sweep") else Path(cmd[1]).name
+
+
+def test_the_smoke_runs_every_program_on_every_workload() -> None:
+    programs = {program(name) for name in CONTENDERS}
+    assert len(programs) == 4  # the sweep CLI, the Ray script, the serial loop, Optuna
+    for names in SMOKE.values():
+        assert {program(name) for name in names} == programs
+    # Both variants of sweep (with/without the model) and of the Ray script (with/without
+    # checkpoints) run in one of the two workloads.
+    ran = {name for names in SMOKE.values() for name in names}
+    assert {"sweep", "sweep_no_model", "ray_script_reuse", "ray_script_lean"} <= ran
+
+
 @pytest.mark.slow
-def test_smoke_runs_every_contender(tmp_path: Path) -> None:
+def test_smoke_runs_each_program_on_both_workloads(tmp_path: Path) -> None:
     out = tmp_path / "smoke.json"
     proc = subprocess.run(
         [sys.executable, str(REPO / "bench" / "run.py"), "--smoke", "--out", str(out)],
@@ -28,31 +46,34 @@ def test_smoke_runs_every_contender(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert list(result["workloads"]) == ["default", "compute"]  # both, in one command
-    # Every contender on the first workload; one of each program on the second.
-    ran = zip(result["workloads"].values(), [CONTENDERS, SMOKE_LATER], strict=True)
-    for workload, names in ran:
-        (round_,) = workload["rounds"]
-        assert set(round_) == set(names)
-        for name, figures in round_.items():
-            assert figures["rc"] == 0, name
-            assert figures["wall_s"] > 0, name
-            assert figures["first_step_s"] > 0, name
-            assert figures["train_s"] > 0, name
+    for name, workload_ in result["workloads"].items():
+        (round_,) = workload_["rounds"]
+        assert set(round_) == set(SMOKE[name])
+        for contender, figures in round_.items():
+            assert figures["rc"] == 0, contender
+            assert figures["wall_s"] > 0, contender
+            assert figures["first_step_s"] > 0, contender
+            assert figures["train_s"] > 0, contender
             # The breakdown adds up: start-up, the trials, what comes after the last epoch.
             parts = figures["first_step_s"] + figures["trials_s"] + figures["after_s"]
-            assert abs(parts - figures["wall_s"]) < 1e-6, name
-            assert figures["cpu_s"] > 0, name
-            assert figures["trials"] == workload["workload"]["trials"] or name != "sweep_fifo"
-            assert 0 < figures["best_val_acc"] <= 1, name
-            assert figures["driver_peak_rss_mib"] > 0, name
+            assert abs(parts - figures["wall_s"]) < 1e-6, contender
+            assert figures["cpu_s"] > 0, contender
+            assert figures["trials"] == workload_["workload"]["trials"], contender
+            assert 0 < figures["best_val_acc"] <= 1, contender
+            assert figures["driver_peak_rss_mib"] > 0, contender
     assert result["mlflow"]["write_per_result_ms"] > 0
     assert proc.stdout.count("### ") == 2
-    first, second = proc.stdout.split("### ")[1:]
-    for name in CONTENDERS:  # the printed tables name every contender that ran
-        assert first.count(f"| {name} |") >= 1 + (name in BASELINES)
-        assert second.count(f"| {name} |") == (name in SMOKE_LATER) * (1 + (name in BASELINES))
-    for base in BASELINES:  # and sweep's ratio to each baseline
-        assert f"| {base} | " in first.split("sweep ÷", 1)[1]
+    printed = dict(zip(SMOKE, proc.stdout.split("### ")[1:], strict=True))
+    for name, text in printed.items():
+        ran = SMOKE[name]
+        for contender in CONTENDERS:  # each table names the contenders that ran, only those
+            rows = (contender in ran) * (1 + (contender in BASELINES))
+            assert text.count(f"| {contender} |") == rows, (name, contender)
+        # and the ratio table of the sweep that ran, to each baseline that ran
+        (mine,) = [n for n in ran if n.startswith("sweep")]
+        ratios = text.split(f"{mine} ÷", 1)[1]
+        for base in (b for b in BASELINES if b in ran):
+            assert f"| {base} | " in ratios, (name, base)
 
 
 @pytest.mark.slow
