@@ -37,9 +37,15 @@ class SweepFolder:
 
     def write_state(self, **changes: Any) -> None:
         state = {**self.read_state(), **changes}
-        tmp = self.path / (STATE_FILE + ".tmp")
-        tmp.write_text(json.dumps(state, indent=2))
-        tmp.replace(self.path / STATE_FILE)  # atomic: a kill never leaves half a file
+        write_whole(self.path / STATE_FILE, json.dumps(state, indent=2))
+
+
+def write_whole(path: Path, text: str) -> None:
+    """``text`` written to ``path`` through a hidden partial file renamed into place
+    (atomic: a kill leaves the old file or the new one, never half of one)."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text, newline="")
+    partial.replace(path)
 
 
 def new_folder(output_dir: Path, name: str) -> SweepFolder:

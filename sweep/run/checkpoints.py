@@ -31,12 +31,14 @@ import json
 import os
 import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 import pyarrow.fs
 from ray.tune.experiment import Trial
 from ray.tune.result import EXPR_PROGRESS_FILE, EXPR_RESULT_FILE
 
+from sweep.folder import write_whole
 from sweep.run.callbacks import DriverCallback, Trials
 
 SPARE_DIR = ".replaced-checkpoints"  # in the experiment folder: <trial folder>/<checkpoint>
@@ -245,15 +247,6 @@ def _copy_whole(source: str, folder: str, name: str) -> None:
     os.replace(partial, f"{folder}/{name}")
 
 
-def _write_whole(path: str, text: str) -> None:
-    """``text`` written to ``path`` as :func:`_copy_whole` copies: whole or not at all."""
-    folder, name = os.path.split(path)
-    partial = f"{folder}/.{name}.partial"
-    with open(partial, "w", newline="") as f:
-        f.write(text)
-    os.replace(partial, path)
-
-
 def _drop_results_after(trial_folder: str, last: int) -> None:
     """Removes the results after iteration ``last`` from the trial's result logs (they
     come again when the trial resumes from the state that ends at ``last``), and a last
@@ -264,7 +257,7 @@ def _drop_results_after(trial_folder: str, last: int) -> None:
             lines = [line for line in f if line.strip()]
         kept = [line for line in lines if _iteration_of(line, last + 1) <= last]
         if len(kept) < len(lines):
-            _write_whole(result, "".join(kept))
+            write_whole(Path(result), "".join(kept))
     if os.path.isfile(progress):
         with open(progress, newline="") as f:
             header, *rows = list(csv.reader(f)) or [[]]
@@ -275,7 +268,7 @@ def _drop_results_after(trial_folder: str, last: int) -> None:
             if len(kept_rows) < len(rows):
                 text = io.StringIO()
                 csv.writer(text).writerows([header, *kept_rows])  # Tune's DictWriter dialect
-                _write_whole(progress, text.getvalue())
+                write_whole(Path(progress), text.getvalue())
 
 
 def _iteration_of(line: str, otherwise: int) -> int:
