@@ -14,13 +14,17 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import ray
 from ray import tune
+from ray.train._internal.checkpoint_manager import _CheckpointManager
+from ray.tune.trainable.metadata import _TrainingRunMetadata
 
+from sweep.run.callbacks import DriverCallback
 from sweep.run.checkpoints import SPARE_DIR, WHOLE_STATE_DIR, SpareCheckpoints, WholeState, put_back
 from tests.conftest import cut_short
 
@@ -32,6 +36,7 @@ def counting(config: dict[str, Any]) -> None:
     """Reports ``STEPS`` steps, each better than the last, each with a checkpoint (so Tune
     deletes the one before); resumes after the step its checkpoint holds."""
     start = 0
+    wait_for_a_save(Path(tune.get_context().get_storage().trial_fs_path))
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
@@ -45,22 +50,34 @@ def counting(config: dict[str, Any]) -> None:
             )
 
 
-class FolderAtLastReplace(tune.Callback):
-    """Copies the experiment folder as Tune is about to register the last checkpoint
-    (after SpareCheckpoints linked the latest): what a kill at that moment leaves, but
-    for the deletion Tune makes next."""
+def wait_for_a_save(trial: Path) -> None:
+    """A test that needs Tune to save while a resumed trial runs and before it reports
+    leaves a ``wait`` file in the trial's folder; the driver answers with ``go``."""
+    deadline = time.monotonic() + 60
+    while (trial / "wait").exists() and not (trial / "go").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no save while {trial.name} ran")
+        time.sleep(0.05)
 
-    def __init__(self, experiment: Path, copy: Path) -> None:
-        self.experiment, self.copy = experiment, copy
+
+class FolderAtReplace(DriverCallback):
+    """Copies the experiment folder as Tune is about to register the checkpoint of a
+    step (after SpareCheckpoints linked the latest): what a kill at that moment leaves,
+    but for the deletion Tune makes next. A driver callback: Tune does not pickle it
+    with the run, so a resumed copy does not copy again."""
+
+    def __init__(self, experiment: Path, copies: dict[int, Path]) -> None:
+        self.experiment, self.copies = experiment, copies  # step → where its copy goes
 
     def on_checkpoint(
         self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any
     ) -> None:
-        if Path(checkpoint.path).name == f"checkpoint_{STEPS - 1:06d}":
-            shutil.copytree(self.experiment, self.copy, dirs_exist_ok=True)
+        step = int(Path(checkpoint.path).name.rsplit("_", 1)[-1]) + 1
+        if step in self.copies:
+            shutil.copytree(self.experiment, self.copies[step])
 
 
-class WholeAtFirstResult(tune.Callback):
+class WholeAtFirstResult(DriverCallback):
     """Notes which state files the whole copy holds when the first result arrives: by
     then Tune has saved once, in the step that added the trial."""
 
@@ -104,7 +121,9 @@ def killed_at_replace(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, P
     experiment, copy = root / "exp", root / "copy"
     keepers = [SpareCheckpoints(str(experiment)), WholeState(str(experiment))]
     first = WholeAtFirstResult(experiment)
-    results = run(experiment, [*keepers, FolderAtLastReplace(experiment, copy), first])
+    # The last replace, and the second (for a trial with steps left after its resume).
+    copies = {STEPS: copy, 2: root / "early"}
+    results = run(experiment, [*keepers, FolderAtReplace(experiment, copies), first])
     assert not results.errors and results[0].metrics["step"] == STEPS
     (trial,) = [p for p in experiment.iterdir() if p.name.startswith("counting_")]
     # As it finished: only the last (best and latest) checkpoint, and no spare left.
@@ -241,3 +260,96 @@ def test_the_whole_copy_keeps_each_result_once_in_the_logs_a_resume_appends_to(
     (result,) = resume(experiment)
     assert result.error is None
     assert steps_logged(trial) == (list(range(1, STEPS + 1)), list(range(1, STEPS + 1)))
+
+
+def saved_between_result_and_checkpoint(experiment: Path, finished: Path, checkpoint: bool) -> int:
+    """The kept state and logs as a save between a result and its checkpoint leaves them
+    (Tune registers the checkpoint after the result; with one checkpoint kept it saves
+    right after each, so a stop often finds this): the trial's last result is one step
+    past its latest checkpoint, or its first with ``checkpoint`` false, and its logs hold
+    that result. Returns the checkpoint's step (0: none). Written with Tune's own reader
+    and writer of the trial's runtime state."""
+    (state_file,) = (experiment / WHOLE_STATE_DIR).glob("experiment_state-*.json")
+    state = json.loads(state_file.read_text())
+    ((trial_json, runtime_json),) = state["trial_data"]
+    runtime = _TrainingRunMetadata.from_json_state(runtime_json)
+    checkpointed = runtime.checkpoint_manager.latest_checkpoint_result.metrics["step"]
+    assert checkpointed < STEPS - 1  # steps left after the one it reports again
+    if not checkpoint:
+        checkpointed = 0
+        config = runtime.checkpoint_manager.checkpoint_config
+        runtime.checkpoint_manager = _CheckpointManager(config)  # none registered yet
+    results = (finished / "result.json").read_text().splitlines(keepends=True)
+    rows = (finished / "progress.csv").read_text().splitlines(keepends=True)
+    runtime.last_result = json.loads(results[checkpointed])  # the next step's result
+    state["trial_data"] = [[trial_json, runtime.get_json_state()]]
+    # And as TUNE_GLOBAL_CHECKPOINT_S=0 saves it: the resumed Tune saves at every step,
+    # not every 10 s (a resume reads the period from the state, not the environment).
+    state["runner_data"]["_checkpoint_period"] = 0
+    state_file.write_text(json.dumps(state))
+    kept = experiment / WHOLE_STATE_DIR / finished.name
+    (kept / "result.json").write_text("".join(results[: checkpointed + 1]))
+    (kept / "progress.csv").write_text("".join(rows[: checkpointed + 2]))  # and the header
+    return checkpointed
+
+
+class FolderWhenCheckpointed(DriverCallback):
+    """Lets the trial go on once Tune has saved while it runs (:func:`wait_for_a_save`),
+    and copies the experiment folder at the first save whose state names the trial's
+    checkpoint of ``step``, once this save's copies are kept: what a kill just after
+    that save leaves."""
+
+    def __init__(self, experiment: Path, copy: Path, step: int) -> None:
+        self.experiment, self.copy, self.step = experiment, copy, step
+        self.trials: list = []
+        self.status: str | None = None  # the trial's, when copied
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        self.trials = trials
+
+    def get_state(self) -> None:
+        (trial,) = self.trials
+        if trial.status == "RUNNING":
+            (self.experiment / trial.storage.trial_dir_name / "go").touch()
+        latest = trial.run_metadata.checkpoint_manager.latest_checkpoint_result
+        if self.status is None and latest is not None and latest.metrics["step"] == self.step:
+            shutil.copytree(self.experiment, self.copy)
+            self.status = trial.status
+
+
+@pytest.mark.parametrize("checkpoint", [True, False], ids=["its checkpoint", "no checkpoint"])
+def test_a_trial_saved_before_its_checkpoint_registered_logs_each_step_once(
+    killed_at_replace: tuple[Path, Path],
+    tmp_path: Path,
+    checkpoint: bool,
+) -> None:
+    """A CI run's staged sweep ended with a trial's log lacking its first epoch (a resume
+    from scratch, stopped again once it had re-run it); a passing one had a trial's
+    second epoch twice (resumed from its first, its log kept to its second)."""
+    copy, finished = killed_at_replace
+    experiment, trial, _ = a_copy((copy.parent / "early", finished), tmp_path)
+    checkpointed = saved_between_result_and_checkpoint(experiment, finished, checkpoint)
+    put_back(str(experiment))
+    # Cut back to the checkpoint it resumes after: the next step comes again, once.
+    assert steps_logged(trial) == (list(range(1, checkpointed + 1)),) * 2
+
+    # The resumed trial reports that step again. A kill just after the save that names
+    # its checkpoint must find the step in the kept logs. From scratch, the trial's last
+    # result is the saved state's until then: the kept logs followed that, and kept the
+    # log as it was before the step when Tune saved between the start and that report.
+    (trial / "wait").touch()  # Tune saves while it runs, before it reports
+    again = tmp_path / f"{experiment.name}_again"  # a staging folder of its own
+    stop_at = FolderWhenCheckpointed(experiment, again, checkpointed + 1)
+    tuner = tune.Tuner.restore(str(experiment), trainable=counting, resume_errored=False)
+    tuner._local_tuner.get_run_config().callbacks = [WholeState(str(experiment)), stop_at]
+    (result,) = tuner.fit()
+    assert result.error is None and result.metrics["resumed_from"] == checkpointed
+    assert steps_logged(trial) == (list(range(1, STEPS + 1)),) * 2
+    assert stop_at.status == "RUNNING"
+
+    (again / trial.name / "wait").unlink()
+    put_back(str(again))
+    assert steps_logged(again / trial.name) == (list(range(1, checkpointed + 2)),) * 2
+    (result,) = resume(again)
+    assert result.error is None and result.metrics["resumed_from"] == checkpointed + 1
+    assert steps_logged(again / trial.name) == (list(range(1, STEPS + 1)),) * 2

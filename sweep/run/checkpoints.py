@@ -20,7 +20,10 @@ bench/SCALING.md). :class:`WholeState` keeps the state as Tune last wrote it, wh
 :func:`put_back` puts it in place before a resume. The trials' result logs go with it: a
 resumed trial appends to its log as copied from the storage path, and the syncer's copy
 there may be older than the state (a CI run resumed a trial whose log had lost its first
-epoch) or newer (its later epochs come again).
+epoch) or newer (its later epochs come again). A running trial resumes from its latest
+checkpoint, which may be older than its last result (saved between the result and its
+checkpoint): :func:`put_back` cuts its logs back to that checkpoint, so the results it
+reports again are in them once.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from typing import Any
 import pyarrow.fs
 from ray.tune.experiment import Trial
 from ray.tune.result import EXPR_PROGRESS_FILE, EXPR_RESULT_FILE
+from ray.tune.trainable.metadata import _TrainingRunMetadata
 
 from sweep.folder import write_whole
 from sweep.run.callbacks import DriverCallback, Trials
@@ -179,8 +183,9 @@ class WholeState(DriverCallback):
     def __init__(self, experiment: str) -> None:
         self.folder = _whole_state_folder(experiment)
         self.trials: Trials = []
-        self.copied: dict[str, tuple[int, int]] = {}  # state file → (mtime ns, size) copied
-        self.logged: dict[str, tuple[str, Any]] = {}  # trial → (status, iteration) copied
+        # state file, or <trial folder>/<log> → (mtime ns, size) of the copy kept
+        self.copied: dict[str, tuple[int, int]] = {}
+        self.ended: set[str] = set()  # trials whose logs were copied after they ended
 
     def on_step_begin(self, iteration: int, trials: Trials, **info: Any) -> None:
         # Tune's own list: the trials it adds in this step are in it when the step saves.
@@ -194,30 +199,43 @@ class WholeState(DriverCallback):
         if self.folder is None or storage is None:
             return None
         for trial in self.trials:
-            seen = (trial.status, trial.last_result.get("training_iteration"))
             store = trial.storage
-            if store and store.trial_dir_name and self.logged.get(trial.trial_id) != seen:
-                for log in RESULT_LOGS:
-                    source = os.path.join(store.trial_driver_staging_path, log)
-                    if os.path.isfile(source):
-                        _copy_whole(source, f"{self.folder}/{store.trial_dir_name}", log)
-                self.logged[trial.trial_id] = seen
+            if trial.trial_id in self.ended or not (store and store.trial_dir_name):
+                continue
+            # By the file, not by the trial's last result: a resumed trial reports the
+            # results after its checkpoint again, and its last result is the same as
+            # the state's until it passes it, while its log grows.
+            for log in RESULT_LOGS:
+                self._copy_if_changed(
+                    os.path.join(store.trial_driver_staging_path, log),
+                    f"{self.folder}/{store.trial_dir_name}",
+                    log,
+                )
+            if trial.status in (Trial.TERMINATED, Trial.ERROR):
+                self.ended.add(trial.trial_id)  # its logs are whole: no need to look again
         os.makedirs(self.folder, exist_ok=True)
         with os.scandir(storage.experiment_driver_staging_path) as entries:
             files = [e for e in entries if e.is_file() and e.name.endswith((".json", ".pkl"))]
         for entry in files:
-            stat = entry.stat()
-            if self.copied.get(entry.name) != (stat.st_mtime_ns, stat.st_size):
-                _copy_whole(entry.path, self.folder, entry.name)
-                self.copied[entry.name] = (stat.st_mtime_ns, stat.st_size)
+            self._copy_if_changed(entry.path, self.folder, entry.name)
         return None
+
+    def _copy_if_changed(self, source: str, folder: str, name: str) -> None:
+        try:
+            stat = os.stat(source)
+        except FileNotFoundError:  # a trial not started yet: no log
+            return
+        key = f"{folder}/{name}"
+        if self.copied.get(key) != (stat.st_mtime_ns, stat.st_size):
+            _copy_whole(source, folder, name)
+            self.copied[key] = (stat.st_mtime_ns, stat.st_size)
 
     @staticmethod
     def put_back(experiment: str) -> None:
         """The kept copies replace Tune's files on the storage path: they are as new or
         newer. The resumed Tune downloads them into its staging folder, and this callback
         copies them again before its syncer first writes to the storage path. A log keeps
-        no result past the one the state holds (a kill between the copies of one save)."""
+        no result past the one the trial resumes after (:func:`resumes_after`)."""
         folder = _whole_state_folder(experiment)
         if folder is None or not os.path.isdir(folder):
             return
@@ -232,10 +250,24 @@ class WholeState(DriverCallback):
                 os.replace(entry.path, f"{path}/{entry.name}")
         shutil.rmtree(folder)
         for trial_json, runtime_json in (saved_state(experiment) or {}).get("trial_data", []):
-            trial_folder = json.loads(trial_json).get("relative_logdir")
-            last = (json.loads(runtime_json).get("last_result") or {}).get("training_iteration")
-            if trial_folder and last is not None:
-                _drop_results_after(f"{path}/{trial_folder}", last)
+            trial = json.loads(trial_json)
+            last = resumes_after(trial.get("status"), runtime_json)
+            if trial.get("relative_logdir") and last is not None:
+                _drop_results_after(f"{path}/{trial['relative_logdir']}", last)
+
+
+def resumes_after(status: str | None, runtime_json: str) -> int | None:
+    """The last training iteration a trial's result logs keep, from its saved runtime
+    state: all it reported when it ended (it does not run again); when it did not, the
+    iteration of its latest checkpoint, which it resumes after and which can be older
+    than its last result (a save between the result and the checkpoint); 0 with no
+    checkpoint (it starts again). None: it ended before reporting anything."""
+    if status in (Trial.TERMINATED, Trial.ERROR):
+        return (json.loads(runtime_json).get("last_result") or {}).get("training_iteration")
+    # Tune's own reading of the state it wrote (its checkpoint manager is a pickle).
+    manager = _TrainingRunMetadata.from_json_state(runtime_json).checkpoint_manager
+    latest = manager.latest_checkpoint_result if manager is not None else None
+    return 0 if latest is None else int(latest.metrics.get("training_iteration", 0))
 
 
 def _copy_whole(source: str, folder: str, name: str) -> None:
