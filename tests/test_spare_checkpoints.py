@@ -5,8 +5,10 @@ with it put back, the trial resumes from that checkpoint and finishes. And a kil
 Tune's syncer copied its state leaves that state cut short: without the whole copy a
 resume fails; with it put back, the trial finishes. The trial's result logs on the
 storage path, older or newer than that state, lose or repeat results on a resume; the
-whole copy's logs keep each result once. A real Tune experiment on an embedded Ray; the
-kill is reproduced by copying its folder at that moment.
+whole copy's logs keep each result once, also when Tune saved between a result and its
+checkpoint (the trial resumes from an older checkpoint, or from scratch, and reports that
+result again). A real Tune experiment on an embedded Ray; the kill is reproduced by copying
+its folder at that moment.
 """
 
 from __future__ import annotations
