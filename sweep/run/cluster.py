@@ -27,6 +27,7 @@ import ray._private.worker as ray_worker
 import yaml
 from ray._private import services
 from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
+from ray.tune.execution.class_cache import DEFAULT_ENV_VARS as TUNE_TRIAL_ENV
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from sweep.config.settings import LOCAL, Settings
@@ -38,6 +39,8 @@ CONNECT_TIMEOUT_S = 5.0
 GCS_PROBE_TIMEOUT_S = 30.0
 # Seconds for every node to start a worker and read the storage marker.
 STORAGE_CHECK_TIMEOUT_S = 120.0
+# How long an embedded Ray keeps a worker with nothing to do (more than one per CPU).
+IDLE_WORKER_KEEP_MS = 30_000
 
 
 def start_ray(settings: Settings) -> Reaper | None:
@@ -53,8 +56,9 @@ def start_ray(settings: Settings) -> Reaper | None:
     if not local:  # reached and checked before (sweep/preflight.py)
         storage = shared_storage(cluster.storage_path)
     # An embedded Ray's processes inherit this process's environment, so its workers get
-    # the trial environment that way, without a job runtime_env (a cluster needs one).
-    given = trial_env() if local else {}
+    # the trial environment that way, without a job runtime_env (a cluster needs one):
+    # ours, and the one Tune gives its trial actors (sweep/run/tuner.py:prestarted_workers).
+    given = {**trial_env(), **TUNE_TRIAL_ENV} if local else {}
     before = {key: os.environ.get(key) for key in given}
     os.environ.update(given)
     try:
@@ -68,6 +72,11 @@ def start_ray(settings: Settings) -> Reaper | None:
             log_to_driver=settings.verbose >= 1,
             logging_level=logging.WARNING if settings.verbose >= 1 else logging.ERROR,
             runtime_env=None if local else {"env_vars": trial_env()},
+            # The workers Ray prestarts wait for the first trials instead of being killed
+            # after 1 s idle (Ray's default), which a slow start-up of Tune outlasts.
+            _system_config={"idle_worker_killing_time_threshold_ms": IDLE_WORKER_KEEP_MS}
+            if local
+            else None,
         )
     except (ConnectionError, RuntimeError) as exc:
         raise _bad_address(f"cannot connect to Ray at {cluster.address!r}: {exc}") from None
