@@ -20,7 +20,6 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-import ray
 from omegaconf import DictConfig
 
 from sweep import preflight, stages
@@ -41,7 +40,7 @@ from sweep.practice import advice
 from sweep.quiet import silence
 from sweep.report import model, results, review, summary
 from sweep.run import tuner
-from sweep.run.cluster import start_ray
+from sweep.run.cluster import start_ray, stop_ray
 from sweep.run.outcome import KILLED, TIME_BUDGET, mlflow_status
 from sweep.run.signals import StopSignals
 from sweep.text import duration, format_value
@@ -146,7 +145,7 @@ def run_sweep(
             raise
     finally:
         with contextlib.suppress(KeyboardInterrupt):  # a signal while Ray stops: noted
-            ray.shutdown()
+            stop_ray()
         if reaper is not None:
             reaper.close()
     if signals.received is not None:

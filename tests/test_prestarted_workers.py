@@ -1,5 +1,6 @@
 """On an embedded Ray, trials start in the workers Ray prestarted while `ray.init` returned
-(not each in a new Python), and still get the environment Tune gives its trial actors."""
+(not each in a new Python), and still get the environment Tune gives its trial actors; and
+stopping that Ray leaves none of its processes behind."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from omegaconf import DictConfig
 from ray import tune
 
 from sweep.config.settings import load_settings
-from sweep.run.cluster import start_ray
+from sweep.run.cluster import start_ray, stop_ray
 from sweep.run.tuner import prestarted_workers
 from tests.conftest import REPO
 
@@ -51,7 +52,7 @@ def prestarted(
             time.sleep(0.05)
         yield ray_workers()
     finally:
-        ray.shutdown()
+        stop_ray()
         if reaper:
             reaper.close()
 
@@ -93,3 +94,19 @@ def test_tune_s_own_way_starts_a_new_process_for_each_trial(
     with prestarted_workers(embedded=False):
         trials = trial_processes(tmp_path)
     assert not {pid for pid, _ in trials} & prestarted
+
+
+@pytest.mark.slow
+def test_stopping_an_embedded_ray_ends_every_process_it_started(prestarted: set[int]) -> None:
+    """stop_ray kills the autoscaler monitor itself (Ray waits 1 s on it, then does the
+    same): afterwards not one of the processes `ray.init` started is running."""
+    node = ray._private.worker._global_node
+    started = {kind: [info.process for info in infos] for kind, infos in node.all_processes.items()}
+    assert started.get("monitor"), sorted(started)  # what stop_ray has to end first
+    stop_ray()
+    assert not ray.is_initialized()
+    left = {kind for kind, procs in started.items() for proc in procs if proc.poll() is None}
+    assert not left, left
+    (monitor,) = started["monitor"]
+    assert monitor.returncode == -9  # killed, not left to report its death to a gone GCS
+    stop_ray()  # no Ray: nothing to do, nothing raised
