@@ -137,7 +137,7 @@ def run_sweep(
         tracker = preparing.result() if preparing else open_store(settings)
         open_parent(tracker, settings, base, folder, added)
         signals.check()
-        logger = model.WarmLogger() if settings.best_model else None
+        logger = model.WarmLogger(base) if settings.best_model else None
         sweep = stages.Sweep(settings, base, folder, tracker, signals, deadline, logger)
         code = sweep_stages(sweep)
     except BaseException:

@@ -237,7 +237,7 @@ class Sweep:
     tracker: Tracker
     signals: StopSignals
     deadline: float | None = None  # time.time() after which no trial trains (time_budget)
-    model_logger: WarmLogger | None = None  # the best model's logger, started in the tail
+    model_logger: WarmLogger | None = None  # the best model's logger, warmed during the trials
 
     @property
     def out_of_time(self) -> bool:

@@ -1,5 +1,6 @@
 """On an embedded Ray, trials start in the workers Ray prestarted while `ray.init` returned
-(not each in a new Python), and still get the environment Tune gives its trial actors; and
+(not each in a new Python), and still get the environment Tune gives its trial actors; the
+best model's logger, started at the first result, gets a worker of its own; and
 stopping that Ray leaves none of its processes behind."""
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from omegaconf import DictConfig
 from ray import tune
 
 from sweep.config.settings import load_settings
+from sweep.report.model import WarmLogger
+from sweep.run.callbacks import AtFirstResult
 from sweep.run.cluster import start_ray, stop_ray
 from sweep.run.tuner import prestarted_workers
 from tests.conftest import REPO
@@ -61,11 +64,13 @@ def where(config: dict) -> None:
     tune.report({"pid": os.getpid(), "no_fork": os.environ.get("PL_DISABLE_FORK", "")})
 
 
-def trial_processes(tmp_path: Path) -> list[tuple[int, str]]:
+def trial_processes(tmp_path: Path, *callbacks: tune.Callback) -> list[tuple[int, str]]:
     tuner = tune.Tuner(
         where,
         param_space={"x": tune.grid_search(list(range(CPUS)))},
-        run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), verbose=0),
+        run_config=tune.RunConfig(
+            storage_path=str(tmp_path / "tune"), verbose=0, callbacks=list(callbacks)
+        ),
     )
     return [(r.metrics["pid"], r.metrics["no_fork"]) for r in tuner.fit()]
 
@@ -84,6 +89,22 @@ def test_trials_start_in_the_prestarted_workers_with_tune_s_environment(
     # Tune's own environment for trial actors (Lightning's fork guard) still reaches them.
     assert {no_fork for _, no_fork in trials} == {"1"}
     assert ray_workers() <= prestarted  # no process started for a trial
+
+
+@pytest.mark.slow
+def test_the_model_logger_started_at_the_first_result_takes_no_trial_s_worker(
+    prestarted: set[int], tmp_path: Path
+) -> None:
+    """The best model's logger starts at the first trial result (sweep/report/model.py):
+    by then the trials hold the prestarted workers, and the logger gets one of its own."""
+    logger = WarmLogger({})
+    with prestarted_workers(embedded=True):
+        trials = trial_processes(tmp_path, AtFirstResult(logger.start))
+    assert {pid for pid, _ in trials} <= prestarted, (trials, prestarted)
+    assert logger.handle is not None  # started, once
+    ray.get(logger.handle.__ray_ready__.remote(), timeout=120)
+    (new,) = ray_workers() - prestarted
+    assert psutil.Process(new).cmdline()[0] == "ray::ModelLogger"
 
 
 @pytest.mark.slow

@@ -6,12 +6,14 @@ registered in the Model Registry under ``register_model=<name>`` with the parent
 its source. Loading it back: ``mlflow.pytorch.load_model(<models:/... URI>)``.
 
 It runs in a Ray actor, beside the checkpoints and where torch is imported anyway, so the
-driver stays light (sweep/run/trainable.py says why). The actor starts as soon as a CPU
-is left idle for good (ASHA's tail: :class:`WarmLogger`) and imports torch, Lightning
-and ``mlflow.pytorch`` there (4-5 s of CPU), at the lowest CPU priority: when the sweep
-ends, only the logging itself is left. A model that
-cannot be logged (not picklable, an input example the model cannot take) costs a
-warning, not the sweep.
+driver stays light (sweep/run/trainable.py says why). The actor starts with the first
+trial result (:class:`WarmLogger`) and, at the lowest CPU priority, while the trials
+train, pays what the logging would otherwise pay after them: importing torch,
+Lightning, ``mlflow.pytorch`` and the config's model and data modules (4-5 s of CPU),
+and MLflow's first ``torch.export`` of a model (~1 s: a tiny one is saved and thrown
+away). When the sweep ends only the logging itself is left (~0.2 s for the default
+MLP). A model that cannot be logged (not picklable, an input example the model cannot
+take) costs a warning, not the sweep.
 """
 
 from __future__ import annotations
@@ -31,10 +33,11 @@ TIMEOUT_S = 600
 class ModelLogger:
     """The Ray actor that logs the best model; started by :class:`WarmLogger`."""
 
-    def __init__(self) -> None:
+    def __init__(self, targets: list[str]) -> None:
         # The lowest CPU priority there is, so it takes only CPU no trial wants. Not nice:
         # Ray runs every worker (the trials too) at nice 15, and 19 would still take a
-        # third of a core from them; SCHED_IDLE takes a few percent.
+        # third of a core from them; SCHED_IDLE takes the least (on 2 busy cores the trials'
+        # epochs still run ~30 % slower while it imports: bench/BENCHMARKS.md).
         if hasattr(os, "sched_setscheduler"):
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
         else:
@@ -46,6 +49,8 @@ class ModelLogger:
 
         import sweep.run.trial  # noqa: F401  (the model's build)
 
+        _warm_up(targets)
+
     def log(
         self, cfg: dict[str, Any], checkpoint: str, uri: str, run_id: str, register_as: str | None
     ) -> str:
@@ -53,16 +58,25 @@ class ModelLogger:
 
 
 class WarmLogger:
-    """The sweep's :class:`ModelLogger`, started by :meth:`start` once a CPU is left idle
-    for good (the run's tail), so that it takes no trial's CPU."""
+    """The sweep's :class:`ModelLogger`, started by :meth:`start` once the trials train
+    (sweep/run/callbacks.py:AtFirstResult). Not before: on an embedded Ray the trials
+    start in the workers Ray prestarted, and a logger started first would take one of
+    them, leaving a trial to wait for a new Python (~4 s)."""
 
-    def __init__(self) -> None:
+    def __init__(self, base: dict[str, Any]) -> None:
         self.handle: Any = None
+        # The classes the best model's build imports: those of the sweep's config.
+        self.targets = [
+            str(section["_target_"])
+            for section in (base.get("model"), base.get("data"))
+            if isinstance(section, dict) and "_target_" in section
+        ]
 
     def start(self) -> Any:
         # It asks for no CPU, so it never holds a trial back from starting.
         if self.handle is None:
-            self.handle = ray.remote(num_cpus=0, max_restarts=0)(ModelLogger).remote()
+            actor = ray.remote(num_cpus=0, max_restarts=0)(ModelLogger)
+            self.handle = actor.remote(self.targets)
         return self.handle
 
 
@@ -77,7 +91,7 @@ def publish(
     """Start logging the model on the parent run ``run_id`` (in ``logger``, warm by now,
     or a new one), beside the driver's own report; the returned call waits for (where it
     is, for the summary, None), or ("", the warning that says why not)."""
-    actor = (logger or WarmLogger()).start()
+    actor = (logger or WarmLogger(cfg)).start()
     ref = actor.log.remote(cfg, checkpoint, uri, run_id, register_as)
 
     def wait() -> tuple[str, str | None]:
@@ -89,6 +103,43 @@ def publish(
             return "", f"the best model was not logged to MLflow ({text})"
 
     return wait
+
+
+def _warm_up(targets: list[str]) -> None:
+    """Import the config's model and data classes and save a tiny model the way the best
+    one will be (MLflow's first ``torch.export`` imports and sets up ~1 s of machinery).
+    Only a warm-up: anything that fails here fails again, with its message, in the
+    logging itself."""
+    import contextlib
+    import tempfile
+
+    import numpy as np
+    import torch
+    from hydra.utils import get_class
+    from mlflow.models import infer_signature
+    from mlflow.pytorch import save_model
+
+    from sweep.quiet import silence
+
+    silence()
+    for target in targets:
+        with contextlib.suppress(Exception):  # the build reports it
+            get_class(target)
+    try:
+        tiny = torch.nn.Linear(2, 1).eval()
+        example = np.zeros((1, 2), dtype=np.float32)
+        with torch.no_grad():
+            output = tiny(torch.as_tensor(example)).numpy()
+        with tempfile.TemporaryDirectory() as folder:
+            save_model(
+                tiny,
+                f"{folder}/{ARTIFACT}",
+                input_example=example,
+                signature=infer_signature(example, output),
+                pip_requirements=[f"torch=={torch.__version__}"],
+            )
+    except Exception:  # a warm-up: the logging reports its own failure
+        pass
 
 
 def _log_model(

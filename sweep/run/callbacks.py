@@ -43,27 +43,17 @@ class DriverCallback(tune.Callback):
         return (Detached, ())
 
 
-class WhenASlotFrees(DriverCallback):
-    """Calls ``start`` once, when a trial ends and no other will take its place: every
-    trial of the stage exists and fewer than ``slots`` are left to run, so a CPU stays
-    idle from now on (ASHA's tail), and whatever ``start`` launches slows no trial."""
+class AtFirstResult(DriverCallback):
+    """Calls ``start`` once, at the first result of any trial: by then the trials hold
+    the workers they start in, and whatever ``start`` launches gets a worker of its own."""
 
-    def __init__(self, start: Callable[[], object], total: int, slots: int) -> None:
+    def __init__(self, start: Callable[[], object]) -> None:
         self.start: Callable[[], object] | None = start
-        self.total = total
-        self.slots = slots
 
-    def on_trial_complete(self, iteration: int, trials: Trials, trial: Trial, **info: Any) -> None:
-        self._check(trials)
-
-    def on_trial_error(self, iteration: int, trials: Trials, trial: Trial, **info: Any) -> None:
-        self._check(trials)
-
-    def _check(self, trials: Trials) -> None:
-        if self.start is None or len(trials) < self.total:  # O(1) until the tail
-            return
-        left = [t for t in trials if t.status not in (Trial.TERMINATED, Trial.ERROR)]
-        if len(left) < self.slots:
+    def on_trial_result(
+        self, iteration: int, trials: Trials, trial: Trial, result: dict[str, Any], **info: Any
+    ) -> None:
+        if self.start is not None:
             start, self.start = self.start, None
             start()
 

@@ -32,7 +32,7 @@ from ray.tune.search.optuna import OptunaSearch
 from sweep.config.settings import BOHB_HYPERBAND, LOCAL, POPULATION, Settings
 from sweep.config.space import Dimension, fixed_points
 from sweep.folder import SweepFolder
-from sweep.run.callbacks import MlflowTrialLogger, WhenASlotFrees
+from sweep.run.callbacks import AtFirstResult, MlflowTrialLogger
 from sweep.run.checkpoints import SpareCheckpoints, WholeState, put_back, saved_state
 from sweep.run.outcome import TimeBudget, TrialStopper
 from sweep.run.progress import ProgressLine
@@ -219,12 +219,12 @@ def fit(
     signals: StopSignals,
     experiment: str,
     deadline: float | None = None,
-    when_a_slot_frees: Callable[[], object] | None = None,
+    at_first_result: Callable[[], object] | None = None,
 ) -> TuneRun:
     """Run the Tune experiment at ``experiment`` (a path under the storage), or resume it
     from there: callbacks and stopper are this driver's own either way. After
     ``deadline`` (``time.time()``) no trial trains: the sweep's time budget.
-    ``when_a_slot_frees`` is called once a CPU is left idle for good (ASHA's tail)."""
+    ``at_first_result`` is called once, when the trials have started training."""
     budget = TimeBudget(deadline) if deadline is not None else None
     population = settings.scheduler.name in POPULATION
     stopper = TrialStopper(
@@ -250,9 +250,8 @@ def fit(
         callbacks.append(SpareCheckpoints(experiment))
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     workers = multi_worker(settings, experiment)
-    if when_a_slot_frees is not None:
-        slots = settings.max_concurrent or concurrency(workers) or trials_at_once(settings)
-        callbacks.append(WhenASlotFrees(when_a_slot_frees, total_trials(settings), slots))
+    if at_first_result is not None:
+        callbacks.append(AtFirstResult(at_first_result))
     trainable = tune.with_resources(
         tune.with_parameters(
             train,
@@ -385,15 +384,6 @@ def concurrency(workers: Workers | None) -> int | None:
     if workers.gpus:
         fits.append(total.get("GPU", 0.0) / (workers.count * workers.gpus))
     return max(1, int(min(fits)))
-
-
-def trials_at_once(settings: Settings) -> int:
-    """How many one-worker trials the cluster's CPUs (and GPUs) hold at once now."""
-    total = ray.cluster_resources()
-    fits = [total.get("CPU", 0.0) / settings.cpus_per_trial] if settings.cpus_per_trial else []
-    if settings.gpus_per_trial:
-        fits.append(total.get("GPU", 0.0) / settings.gpus_per_trial)
-    return max(1, int(min(fits))) if fits else 1
 
 
 def resumable(experiment: str) -> bool:
