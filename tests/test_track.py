@@ -4,6 +4,8 @@ resumes need."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -214,3 +216,51 @@ def test_artifacts_go_beside_the_sqlite_file_whatever_folder_the_sweep_runs_in(
     assert folder.name.startswith("my_sweep_1-")  # one folder per name, safe on any disk
     assert list(folder.glob("*/artifacts/table.csv"))
     assert list((tmp_path / "elsewhere").iterdir()) == []  # not ./mlruns of the folder
+
+
+def schema(path: Path) -> list[tuple]:
+    """A SQLite file's tables, indexes and triggers as created, and its Alembic revision."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        tables = db.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
+        return [*tables, *db.execute("SELECT * FROM alembic_version").fetchall()]
+
+
+def test_a_new_store_is_a_copy_of_mlflow_s_own_empty_schema(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new SQLite store starts as a copy of an empty one made once in the user's cache
+    (sweep/track/tracker.py): the same schema MLflow builds, the same Default experiment,
+    and a store that takes runs."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)  # MLflow puts the Default experiment's artifacts under it
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    copied = Tracker(f"sqlite:///{tmp_path}/a/mlflow.db", "exp")
+    (template,) = (tmp_path / "cache" / "sweep").glob("mlflow-*.db")
+    made = template.stat().st_mtime_ns
+    own = MlflowClient(f"sqlite:///{tmp_path}/b/mlflow.db")  # MLflow builds this one itself
+    assert schema(tmp_path / "a" / "mlflow.db") == schema(tmp_path / "b" / "mlflow.db")
+    default, mlflow_s = copied._client.get_experiment("0"), own.get_experiment("0")
+    assert (default.name, default.artifact_location) == ("Default", mlflow_s.artifact_location)
+
+    copied.start_parent("sweep now", tmp_path, {}, {"model.lr": 0.01})
+    run = MlflowClient(copied.uri).get_run(copied.parent_run_id)
+    assert run.data.params == {"model.lr": "0.01"}
+    # The next new store copies the same template; nothing is left beside either.
+    (tmp_path / "c").mkdir()
+    Tracker(f"sqlite:///{tmp_path}/c/mlflow.db", "exp")
+    assert template.stat().st_mtime_ns == made
+    assert sorted(p.name for p in template.parent.iterdir()) == [template.name]
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["mlflow.db"]
+
+
+def test_a_cache_that_cannot_be_written_leaves_the_schema_to_mlflow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "cache").write_text("a file, not a folder")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "store").mkdir()
+    tracker = Tracker(f"sqlite:///{tmp_path}/store/mlflow.db", "exp")
+    tracker.start_parent("sweep now", tmp_path, {}, {})
+    assert MlflowClient(tracker.uri).get_run(tracker.parent_run_id).info.status == "RUNNING"
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["mlflow.db"]
