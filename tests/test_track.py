@@ -219,10 +219,17 @@ def test_artifacts_go_beside_the_sqlite_file_whatever_folder_the_sweep_runs_in(
 
 
 def schema(path: Path) -> list[tuple]:
-    """A SQLite file's tables, indexes and triggers as created, and its Alembic revision."""
+    """A SQLite file's tables, indexes and triggers as created (each one's lines sorted:
+    MLflow's own migrations list a table's constraints in an order that changes with the
+    process's hash seed), and its Alembic revision."""
     with contextlib.closing(sqlite3.connect(path)) as db:
-        tables = db.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
-        return [*tables, *db.execute("SELECT * FROM alembic_version").fetchall()]
+        made = db.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
+        revision = db.execute("SELECT * FROM alembic_version").fetchall()
+    lines = [
+        (kind, name, sorted(line.strip().rstrip(",").strip() for line in (sql or "").split("\n")))
+        for kind, name, sql in made
+    ]
+    return [*lines, *revision]
 
 
 def test_a_new_store_is_a_copy_of_mlflow_s_own_empty_schema(

@@ -361,7 +361,10 @@ def _new_sqlite_from_template(uri: str) -> None:
     import sqlalchemy
     from mlflow.store.db.utils import _initialize_tables
 
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sweep"
+    try:  # no home folder (RuntimeError): no cache
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sweep"
+    except RuntimeError:
+        return
     template = cache / f"mlflow-{mlflow.__version__}.db"
     try:
         if not template.exists():
