@@ -366,24 +366,23 @@ def _new_sqlite_from_template(uri: str) -> None:
     except RuntimeError:
         return
     template = cache / f"mlflow-{mlflow.__version__}.db"
+    building = template.with_name(f".{template.name}.{os.getpid()}")
+    copying = path.with_name(f".{path.name}.{os.getpid()}")
     try:
         if not template.exists():
             cache.mkdir(parents=True, exist_ok=True)
-            building = template.with_name(f".{template.name}.{os.getpid()}")
             engine = sqlalchemy.create_engine(f"sqlite:///{building}")
             try:
                 _initialize_tables(engine)  # what MLflow runs on a new file: no rows but its own
             finally:
                 engine.dispose()
             os.replace(building, template)  # whole or not there, whoever builds it too
-        copying = path.with_name(f".{path.name}.{os.getpid()}")
         shutil.copyfile(template, copying)
         os.replace(copying, path)
-    except (OSError, sqlalchemy.exc.SQLAlchemyError):
-        for left in cache.glob(f".{template.name}.{os.getpid()}"):
-            left.unlink(missing_ok=True)
-        path.with_name(f".{path.name}.{os.getpid()}").unlink(missing_ok=True)
-        # MLflow builds the schema itself
+    except (OSError, sqlalchemy.exc.SQLAlchemyError):  # MLflow builds the schema itself
+        for left in (building, copying):
+            with contextlib.suppress(OSError):
+                left.unlink(missing_ok=True)
 
 
 def _remove_local(uri: str, up: int) -> None:
