@@ -19,7 +19,7 @@ from ray import tune
 
 from sweep.config.settings import load_settings
 from sweep.report.model import WarmLogger
-from sweep.run.callbacks import AtFirstResult
+from sweep.run.callbacks import WhenTrialsRun
 from sweep.run.cluster import start_ray, stop_ray
 from sweep.run.tuner import prestarted_workers
 from tests.conftest import REPO
@@ -92,14 +92,16 @@ def test_trials_start_in_the_prestarted_workers_with_tune_s_environment(
 
 
 @pytest.mark.slow
-def test_the_model_logger_started_at_the_first_result_takes_no_trial_s_worker(
-    prestarted: set[int], tmp_path: Path
+@pytest.mark.parametrize("every", [None, CPUS], ids=["at the first result", "once all started"])
+def test_the_model_logger_started_when_the_trials_run_takes_no_trial_s_worker(
+    every: int | None, prestarted: set[int], tmp_path: Path
 ) -> None:
-    """The best model's logger starts at the first trial result (sweep/report/model.py):
-    by then the trials hold the prestarted workers, and the logger gets one of its own."""
+    """The best model's logger starts at the first trial result, or once every trial has
+    started (sweep/report/model.py): by then the trials hold the prestarted workers, and
+    the logger gets one of its own."""
     logger = WarmLogger({})
     with prestarted_workers(embedded=True):
-        trials = trial_processes(tmp_path, AtFirstResult(logger.start))
+        trials = trial_processes(tmp_path, WhenTrialsRun(logger.start, every))
     assert {pid for pid, _ in trials} <= prestarted, (trials, prestarted)
     assert logger.handle is not None  # started, once
     ray.get(logger.handle.__ray_ready__.remote(), timeout=120)

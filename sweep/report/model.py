@@ -58,8 +58,8 @@ class ModelLogger:
 
 
 class WarmLogger:
-    """The sweep's :class:`ModelLogger`, started by :meth:`start` once the trials train
-    (sweep/run/callbacks.py:AtFirstResult). Not before: on an embedded Ray the trials
+    """The sweep's :class:`ModelLogger`, started by :meth:`start` once the trials hold
+    their workers (sweep/run/callbacks.py:WhenTrialsRun). Not before: on an embedded Ray the trials
     start in the workers Ray prestarted, and a logger started first would take one of
     them, leaving a trial to wait for a new Python (~4 s)."""
 

@@ -43,16 +43,28 @@ class DriverCallback(tune.Callback):
         return (Detached, ())
 
 
-class AtFirstResult(DriverCallback):
-    """Calls ``start`` once, at the first result of any trial: by then the trials hold
-    the workers they start in, and whatever ``start`` launches gets a worker of its own."""
+class WhenTrialsRun(DriverCallback):
+    """Calls ``start`` once the trials hold the workers they start in: at the first
+    result of any trial, or as soon as ``trials`` of them have started (a sweep of no
+    more trials than run at once, whose first result may come just before its last).
+    Whatever ``start`` launches then gets a worker of its own."""
 
-    def __init__(self, start: Callable[[], object]) -> None:
+    def __init__(self, start: Callable[[], object], trials: int | None = None) -> None:
         self.start: Callable[[], object] | None = start
+        self.trials = trials
+        self.started: set[str] = set()
+
+    def on_trial_start(self, iteration: int, trials: Trials, trial: Trial, **info: Any) -> None:
+        self.started.add(trial.trial_id)
+        if self.trials is not None and len(self.started) >= self.trials:
+            self._start()
 
     def on_trial_result(
         self, iteration: int, trials: Trials, trial: Trial, result: dict[str, Any], **info: Any
     ) -> None:
+        self._start()
+
+    def _start(self) -> None:
         if self.start is not None:
             start, self.start = self.start, None
             start()

@@ -32,7 +32,7 @@ from ray.tune.search.optuna import OptunaSearch
 from sweep.config.settings import BOHB_HYPERBAND, LOCAL, POPULATION, Settings
 from sweep.config.space import Dimension, fixed_points
 from sweep.folder import SweepFolder
-from sweep.run.callbacks import AtFirstResult, MlflowTrialLogger
+from sweep.run.callbacks import MlflowTrialLogger, WhenTrialsRun
 from sweep.run.checkpoints import SpareCheckpoints, WholeState, put_back, saved_state
 from sweep.run.outcome import TimeBudget, TrialStopper
 from sweep.run.progress import ProgressLine
@@ -219,12 +219,12 @@ def fit(
     signals: StopSignals,
     experiment: str,
     deadline: float | None = None,
-    at_first_result: Callable[[], object] | None = None,
+    when_trials_run: Callable[[], object] | None = None,
 ) -> TuneRun:
     """Run the Tune experiment at ``experiment`` (a path under the storage), or resume it
     from there: callbacks and stopper are this driver's own either way. After
     ``deadline`` (``time.time()``) no trial trains: the sweep's time budget.
-    ``at_first_result`` is called once, when the trials have started training."""
+    ``when_trials_run`` is called once, when the trials hold their workers."""
     budget = TimeBudget(deadline) if deadline is not None else None
     population = settings.scheduler.name in POPULATION
     stopper = TrialStopper(
@@ -250,8 +250,11 @@ def fit(
         callbacks.append(SpareCheckpoints(experiment))
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     workers = multi_worker(settings, experiment)
-    if at_first_result is not None:
-        callbacks.append(AtFirstResult(at_first_result))
+    if when_trials_run is not None:
+        # A multi-worker trial's workers start after its Tune actor: only its first
+        # result says that they all hold theirs.
+        every = total_trials(settings) if workers is None else None
+        callbacks.append(WhenTrialsRun(when_trials_run, every))
     trainable = tune.with_resources(
         tune.with_parameters(
             train,
