@@ -9,6 +9,7 @@ stop signal, from start-up to exit, is handled here and only here (:func:`interr
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import math
 import os
@@ -76,6 +77,7 @@ def prepare_and_run(cfg: DictConfig, signals: StopSignals) -> int:
     if settings.probe == "batch_size":
         from sweep.practice.batch_size import run_probe  # Lightning, in this process
 
+        start_up_over()
         return run_probe(base, settings)
     added = None
     if settings.resume:
@@ -92,9 +94,17 @@ def prepare_and_run(cfg: DictConfig, signals: StopSignals) -> int:
     return run_sweep(settings, base, folder, signals, added)
 
 
+def start_up_over() -> None:
+    """Garbage collection back on (sweep/cli.py turns it off at the start). What the
+    start-up built lives until exit: frozen, later collections never walk it again."""
+    gc.freeze()
+    gc.enable()
+
+
 def run_single_trial(base: dict[str, Any], settings: Settings) -> int:
     from sweep.run.trial import run_single  # Lightning, in this process: not for sweeps
 
+    start_up_over()
     print(f"Training one trial of {settings.name} in this process (no Ray, no MLflow)...")
     history = run_single(apply_values(base, {}), verbose=settings.verbose)
     values = [epoch.get(settings.metric, math.nan) for epoch in history]
@@ -136,6 +146,7 @@ def run_sweep(
             reaper = start_ray(settings)
         tracker = preparing.result() if preparing else open_store(settings)
         open_parent(tracker, settings, base, folder, added)
+        start_up_over()
         signals.check()
         logger = model.WarmLogger(base) if settings.best_model else None
         sweep = stages.Sweep(settings, base, folder, tracker, signals, deadline, logger)
