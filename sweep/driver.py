@@ -148,7 +148,7 @@ def run_sweep(
         open_parent(tracker, settings, base, folder, added)
         start_up_over()
         signals.check()
-        logger = model.WarmLogger(base) if settings.best_model else None
+        logger = model.WarmLogger(base, tracker.uri) if settings.best_model else None
         sweep = stages.Sweep(settings, base, folder, tracker, signals, deadline, logger)
         code = sweep_stages(sweep)
     except BaseException:

@@ -10,8 +10,9 @@ driver stays light (sweep/run/trainable.py says why). The actor starts with the 
 trial result (:class:`WarmLogger`) and, at the lowest CPU priority, while the trials
 train, pays what the logging would otherwise pay after them: importing torch,
 Lightning, ``mlflow.pytorch`` and the config's model and data modules (4-5 s of CPU),
-and MLflow's first ``torch.export`` of a model (~1 s: a tiny one is saved and thrown
-away). When the sweep ends only the logging itself is left (~0.2 s for the default
+MLflow's first ``torch.export`` of a model (~1 s: a tiny one is saved and thrown away)
+and opening the tracking store (~1.3 s for SQLite: MLflow imports SQLAlchemy and its
+store). When the sweep ends only the logging itself is left (~0.5 s for the default
 MLP). A model that cannot be logged (not picklable, an input example the model cannot
 take) costs a warning, not the sweep.
 """
@@ -33,7 +34,7 @@ TIMEOUT_S = 600
 class ModelLogger:
     """The Ray actor that logs the best model; started by :class:`WarmLogger`."""
 
-    def __init__(self, targets: list[str]) -> None:
+    def __init__(self, targets: list[str], uri: str | None) -> None:
         # The lowest CPU priority there is, so it takes only CPU no trial wants. Not nice:
         # Ray runs every worker (the trials too) at nice 15, and 19 would still take a
         # third of a core from them; SCHED_IDLE takes the least (on 2 busy cores the trials'
@@ -49,7 +50,7 @@ class ModelLogger:
 
         import sweep.run.trial  # noqa: F401  (the model's build)
 
-        _warm_up(targets)
+        _warm_up(targets, uri)
 
     def log(
         self, cfg: dict[str, Any], checkpoint: str, uri: str, run_id: str, register_as: str | None
@@ -63,8 +64,9 @@ class WarmLogger:
     start in the workers Ray prestarted, and a logger started first would take one of
     them, leaving a trial to wait for a new Python (~4 s)."""
 
-    def __init__(self, base: dict[str, Any]) -> None:
+    def __init__(self, base: dict[str, Any], uri: str | None = None) -> None:
         self.handle: Any = None
+        self.uri = uri  # the tracking store the model goes to, opened as it warms up
         # The classes the best model's build imports: those of the sweep's config.
         self.targets = [
             str(section["_target_"])
@@ -76,7 +78,7 @@ class WarmLogger:
         # It asks for no CPU, so it never holds a trial back from starting.
         if self.handle is None:
             actor = ray.remote(num_cpus=0, max_restarts=0)(ModelLogger)
-            self.handle = actor.remote(self.targets)
+            self.handle = actor.remote(self.targets, self.uri)
         return self.handle
 
 
@@ -91,7 +93,7 @@ def publish(
     """Start logging the model on the parent run ``run_id`` (in ``logger``, warm by now,
     or a new one), beside the driver's own report; the returned call waits for (where it
     is, for the summary, None), or ("", the warning that says why not)."""
-    actor = (logger or WarmLogger(cfg)).start()
+    actor = (logger or WarmLogger(cfg, uri)).start()
     ref = actor.log.remote(cfg, checkpoint, uri, run_id, register_as)
 
     def wait() -> tuple[str, str | None]:
@@ -105,14 +107,16 @@ def publish(
     return wait
 
 
-def _warm_up(targets: list[str]) -> None:
-    """Import the config's model and data classes and save a tiny model the way the best
-    one will be (MLflow's first ``torch.export`` imports and sets up ~1 s of machinery).
-    Only a warm-up: anything that fails here fails again, with its message, in the
-    logging itself."""
+def _warm_up(targets: list[str], uri: str | None) -> None:
+    """Import the config's model and data classes, save a tiny model the way the best
+    one will be (MLflow's first ``torch.export`` imports and sets up ~1 s of machinery),
+    and open the tracking store at ``uri`` (the driver has made it by now). Only a
+    warm-up: anything that fails here fails again, with its message, in the logging
+    itself."""
     import contextlib
     import tempfile
 
+    import mlflow
     import numpy as np
     import torch
     from hydra.utils import get_class
@@ -140,6 +144,10 @@ def _warm_up(targets: list[str]) -> None:
             )
     except Exception:  # a warm-up: the logging reports its own failure
         pass
+    if uri is not None:
+        with contextlib.suppress(Exception):
+            mlflow.set_tracking_uri(uri)
+            mlflow.search_experiments(max_results=1)
 
 
 def _log_model(
