@@ -5,6 +5,7 @@ checkpoint's optimizer (ray-project/ray#36660), and its one MLflow run tags the 
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import pandas as pd
@@ -33,6 +34,15 @@ def test_pb2_moves_each_continuous_dimension_within_its_range(composed) -> None:
     assert isinstance(scheduler, PB2)
     # lr and dropout move; hidden (a width) does not.
     assert scheduler._hyperparam_bounds == {"model.lr": [1e-4, 0.03], "model.dropout": [0.0, 0.4]}
+
+
+@pytest.mark.parametrize("name", ["pbt", "pb2"])
+def test_a_population_scheduler_pickles_and_loads_as_itself(composed, name: str) -> None:
+    """The Tuner pickles its scheduler (tune/tuner.pkl, which a resume reads): the classes
+    of sweep/run/population.py load by name, pb2's too, which is built on first use."""
+    scheduler = make_scheduler(load_settings(composed(f"scheduler={name}", "trainer.max_epochs=6")))
+    copy = pickle.loads(pickle.dumps(scheduler))
+    assert type(copy) is type(scheduler) and type(copy).__module__ == "sweep.run.population"
 
 
 def population_sweep(tmp_path: Path, scheduler: str, epochs: int) -> tuple[Path, pd.DataFrame]:

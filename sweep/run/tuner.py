@@ -23,7 +23,6 @@ from ray.tune.schedulers import (
     ASHAScheduler,
     FIFOScheduler,
     HyperBandForBOHB,
-    PopulationBasedTraining,
     TrialScheduler,
 )
 from ray.tune.search import BasicVariantGenerator, SearchAlgorithm
@@ -32,6 +31,7 @@ from ray.tune.search.optuna import OptunaSearch
 from sweep.config.settings import BOHB_HYPERBAND, LOCAL, POPULATION, Settings
 from sweep.config.space import Dimension, fixed_points
 from sweep.folder import SweepFolder
+from sweep.run import population
 from sweep.run.callbacks import MlflowTrialLogger, WhenTrialsRun
 from sweep.run.checkpoints import SpareCheckpoints, WholeState, put_back, saved_state
 from sweep.run.outcome import TimeBudget, TrialStopper
@@ -79,10 +79,8 @@ def make_scheduler(settings: Settings) -> TrialScheduler:
     # shape); the continuous dimensions move.
     moving = [d for d in settings.dims if d.is_continuous and not d.when]
     if section.name == "pb2":
-        from ray.tune.schedulers.pb2 import PB2  # GPy: the optional extra [pb2]
-
         domains = {d.key: to_domain(d) for d in moving}
-        return PB2(
+        return population.PB2(
             time_attr="training_iteration",
             perturbation_interval=section.perturbation_interval,
             hyperparam_bounds={k: [dom.lower, dom.upper] for k, dom in domains.items()},
@@ -91,7 +89,7 @@ def make_scheduler(settings: Settings) -> TrialScheduler:
         )
     if section.name == "pbt":
         mutations = {d.key: to_domain(d) for d in moving}
-        return PopulationBasedTraining(
+        return population.PBT(
             time_attr="training_iteration",
             perturbation_interval=section.perturbation_interval,
             hyperparam_mutations=mutations,
