@@ -199,6 +199,11 @@ def cluster_root(prefix: str) -> tuple[Path, dict[str, str]]:
     token.write_text(secrets.token_hex(32))
     # The cluster's own token (not ~/.ray/auth_token); the sweep finds it the same way.
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    # The head declares a lost node dead after 3 failed health checks 1 s apart, not Ray's
+    # 5 checks 3 s apart: Ray Train restarts a multi-worker trial's group only then, and
+    # tests/test_multi_worker.py waited ~13 s longer. A live raylet still has Ray's 10 s
+    # to answer each check, so a busy machine does not lose one.
+    env.update(RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3")
     env.pop("RAY_ADDRESS", None)
     return root, env
 
