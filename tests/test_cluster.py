@@ -176,8 +176,10 @@ class Cluster:
         raise AssertionError("mlflow server not healthy after 90 s")
 
     def teardown(self) -> None:
+        # SIGKILL: the whole cluster goes, so no raylet needs to unregister. With SIGTERM
+        # the head's GCS, raylet and agents outlived kill()'s 3 s grace every time.
         for node in reversed(self.nodes):
-            node.stop()
+            node.stop(signal.SIGKILL)
         for server in self.servers:
             kill([psutil.Process(server.pid), *_children(server.pid)], signal.SIGTERM)
             server.wait(timeout=10)  # reaped, so no ResourceWarning lands on a later test
