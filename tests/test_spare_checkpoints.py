@@ -13,10 +13,12 @@ its folder at that moment.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,15 @@ from ray.train._internal.checkpoint_manager import _CheckpointManager
 from ray.tune.trainable.metadata import _TrainingRunMetadata
 
 from sweep.run.callbacks import DriverCallback
-from sweep.run.checkpoints import SPARE_DIR, WHOLE_STATE_DIR, SpareCheckpoints, WholeState, put_back
+from sweep.run.checkpoints import (
+    SPARE_DIR,
+    STATE_SAVE_GAP_S,
+    WHOLE_STATE_DIR,
+    SpareCheckpoints,
+    StateSaves,
+    WholeState,
+    put_back,
+)
 from tests.conftest import cut_short
 
 pytestmark = pytest.mark.slow
@@ -115,10 +125,18 @@ def resume(experiment: Path) -> tune.ResultGrid:
 
 
 @pytest.fixture(scope="module")
-def killed_at_replace(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def embedded_ray() -> Iterator[None]:
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def killed_at_replace(
+    embedded_ray: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Path, Path]]:
     """The experiment folder as a kill would leave it after Tune's last replace, and the
     experiment as it finished."""
-    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
     root = tmp_path_factory.mktemp("spares")
     experiment, copy = root / "exp", root / "copy"
     keepers = [SpareCheckpoints(str(experiment)), WholeState(str(experiment))]
@@ -138,7 +156,6 @@ def killed_at_replace(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, P
         if not (trial / old.name).exists():
             shutil.rmtree(old)
     yield copy, trial
-    ray.shutdown()
 
 
 def a_copy(killed: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path, str]:
@@ -355,3 +372,58 @@ def test_a_trial_saved_before_its_checkpoint_registered_logs_each_step_once(
     (result,) = resume(again)
     assert result.error is None and result.metrics["resumed_from"] == checkpointed + 1
     assert steps_logged(again / trial.name) == (list(range(1, STEPS + 1)),) * 2
+
+
+EPOCHS = 12
+
+
+def epochs(config: dict[str, Any]) -> None:
+    """``EPOCHS`` epochs of ~0.1 s, each with a checkpoint (Tune deletes the one before)."""
+    for epoch in range(1, EPOCHS + 1):
+        time.sleep(0.1)  # the epoch's training
+        with tempfile.TemporaryDirectory() as folder:
+            (Path(folder) / "epoch.json").write_text(json.dumps({"epoch": epoch}))
+            tune.report({"epoch": epoch}, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+class CountSaves(DriverCallback):
+    """Counts Tune's saves of its experiment state: each asks every callback for its own."""
+
+    def __init__(self) -> None:
+        self.saves = 0
+
+    def get_state(self) -> None:
+        self.saves += 1
+
+
+def test_state_saves_for_checkpoints_come_at_most_every_gap(
+    embedded_ray: None, tmp_path: Path
+) -> None:
+    def fit(name: str, paced: StateSaves | None) -> tuple[int, float, tune.ResultGrid]:
+        count = CountSaves()
+        tuner = tune.Tuner(
+            epochs,
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=str(tmp_path),
+                callbacks=[count, *([paced] if paced else [])],
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                verbose=0,
+            ),
+        )
+        started = time.monotonic()
+        with paced.in_force() if paced else contextlib.nullcontext():
+            results = tuner.fit()
+        return count.saves, time.monotonic() - started, results
+
+    tunes_own, _, _ = fit("own", None)
+    assert tunes_own >= EPOCHS  # Tune saves after every checkpoint (num_to_keep)
+    paced, took, results = fit("paced", StateSaves())
+    # At the trial's start and end, the last save, and one a gap while it trains.
+    assert paced <= 3 + took / STATE_SAVE_GAP_S < tunes_own, (paced, took, tunes_own)
+    (result,) = results
+    assert result.error is None and result.metrics["epoch"] == EPOCHS
+    # The state saved last is whole and names the trial's last checkpoint.
+    (state,) = (tmp_path / "paced").glob("experiment_state-*.json")
+    ((_, runtime),) = json.loads(state.read_text())["trial_data"]
+    assert json.loads(runtime)["last_result"]["epoch"] == EPOCHS

@@ -28,16 +28,19 @@ reports again are in them once.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pyarrow.fs
+from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
 from ray.tune.experiment import Trial
 from ray.tune.result import EXPR_PROGRESS_FILE, EXPR_RESULT_FILE
 from ray.tune.trainable.metadata import _TrainingRunMetadata
@@ -54,6 +57,9 @@ RESULT_LOGS = (EXPR_RESULT_FILE, EXPR_PROGRESS_FILE)
 # trials) takes at most 2 % of the driver's time (READS_PER_INTERVAL reads' time apart).
 PRUNE_EVERY_S = 5.0
 READS_PER_INTERVAL = 50
+# Tune's saves of its state forced by trial checkpoints come at most this often while the
+# same trials run (StateSaves).
+STATE_SAVE_GAP_S = 0.5
 
 
 def saved_state(experiment: str) -> dict[str, Any] | None:
@@ -146,6 +152,55 @@ class SpareCheckpoints(DriverCallback):
         if self.spares and not any(self.spares.values()):
             self.fs.delete_dir(self.root)  # nothing spare left: no empty folder in the user's sweep
             self.spares.clear()
+
+
+class StateSaves(DriverCallback):
+    """Tune's experiment state saved at most every :data:`STATE_SAVE_GAP_S` for the
+    checkpoints of running trials, not after each one.
+
+    With ``CheckpointConfig(num_to_keep)`` Tune forces a save of its state (and a copy to
+    the storage path, waiting for the one before) after every trial checkpoint, so that the
+    state never names a deleted checkpoint: with two trials of ~70 ms epochs, a save every
+    step, ~1.1 s of the driver's CPU in a default sweep (``py-spy``). Here
+    :class:`SpareCheckpoints` keeps every checkpoint a saved state names, so the saves for
+    checkpoints alone wait for the gap; a resume after a SIGKILL then redoes at most that
+    much training, whose epochs MLflow already has and gets once (sweep/run/callbacks.py).
+    A trial that started or ended since the last save is saved at the next checkpoint, as
+    Tune does: a resume knows every trial that ran."""
+
+    def __init__(self) -> None:
+        self.changed = True  # a trial started or ended since the last save
+
+    def on_trial_start(self, iteration: int, trials: Trials, trial: Trial, **info: Any) -> None:
+        self.changed = True
+
+    def on_trial_complete(self, iteration: int, trials: Trials, trial: Trial, **info: Any) -> None:
+        self.changed = True
+
+    def on_trial_error(self, iteration: int, trials: Trials, trial: Trial, **info: Any) -> None:
+        self.changed = True
+
+    @contextlib.contextmanager
+    def in_force(self) -> Iterator[None]:
+        """Tune's saves of its state are paced as above while this is in force."""
+        tunes_own = _ExperimentCheckpointManager.sync_up_experiment_state
+
+        def sync_up(manager: Any, save_fn: Any, force: bool = False, wait: bool = False) -> Any:
+            forced_by_checkpoints = manager._should_force_sync_up and not force
+            recent = time.monotonic() - manager._last_save_time < STATE_SAVE_GAP_S
+            if forced_by_checkpoints and recent and not self.changed:
+                return None  # the flag stays: saved at the first step after the gap
+            saved_at = manager._last_save_time
+            result = tunes_own(manager, save_fn, force=force, wait=wait)
+            if manager._last_save_time != saved_at:
+                self.changed = False
+            return result
+
+        _ExperimentCheckpointManager.sync_up_experiment_state = sync_up  # type: ignore[method-assign,assignment]
+        try:
+            yield
+        finally:
+            _ExperimentCheckpointManager.sync_up_experiment_state = tunes_own  # type: ignore[method-assign]
 
 
 def put_back(experiment: str) -> list[str]:

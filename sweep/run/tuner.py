@@ -33,7 +33,13 @@ from sweep.config.space import Dimension, fixed_points
 from sweep.folder import SweepFolder
 from sweep.run import population
 from sweep.run.callbacks import MlflowTrialLogger, WhenTrialsRun
-from sweep.run.checkpoints import SpareCheckpoints, WholeState, put_back, saved_state
+from sweep.run.checkpoints import (
+    SpareCheckpoints,
+    StateSaves,
+    WholeState,
+    put_back,
+    saved_state,
+)
 from sweep.run.outcome import TimeBudget, TrialStopper
 from sweep.run.progress import ProgressLine
 from sweep.run.signals import StopSignals
@@ -244,8 +250,9 @@ def fit(
         JsonLoggerCallback(),
         WholeState(experiment),  # the state a resume reads, never cut short
     ]
+    saves = StateSaves()
     if not population:  # Tune deletes replaced checkpoints (num_to_keep below)
-        callbacks.append(SpareCheckpoints(experiment))
+        callbacks += [SpareCheckpoints(experiment), saves]
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     workers = multi_worker(settings, experiment)
     if when_trials_run is not None:
@@ -325,7 +332,7 @@ def fit(
             ),
         )
     try:
-        with prestarted_workers(settings.cluster.address == LOCAL):
+        with prestarted_workers(settings.cluster.address == LOCAL), saves.in_force():
             results = tuner.fit()
     finally:
         signals.take_back()
