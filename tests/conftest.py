@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -111,3 +112,12 @@ def cut_short(experiment: Path) -> list[str]:
         whole = state.read_bytes()
         state.write_bytes(whole[: len(whole) // 2])
     return [state.name for state in states]
+
+
+def reports_in(result_json: Path) -> list[dict]:
+    """The results a trial's ``result.json`` holds whole, read while its sweep runs. Tune
+    appends a line at a time, and copies the file onto itself when the trial restarts
+    (a retry, a resume), so its last line may be cut short (a CI run read "Unterminated
+    string" there): a line counts once its newline is written."""
+    lines = result_json.read_text().splitlines(keepends=True)
+    return [json.loads(line) for line in lines if line.endswith("\n") and line.strip()]

@@ -19,7 +19,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from sweep.run.checkpoints import SPARE_DIR
-from tests.conftest import REPO, SWEEP, cut_short, run_sweep
+from tests.conftest import REPO, SWEEP, cut_short, reports_in, run_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +62,7 @@ def epochs_by_trial(tmp: Path) -> dict[str, list[int]]:
     """Epochs each trial reported, in order, from Tune's per-trial result logs."""
     out = {}
     for result in (tmp / "sweeps" / NAME).glob("*/tune/train_*/result.json"):
-        lines = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+        lines = reports_in(result)
         if lines:
             out[lines[0]["trial_id"]] = [int(line["epoch"]) for line in lines]
     return out

@@ -9,7 +9,6 @@ stopped by pid (never Ray's stop-all command).
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import time
@@ -20,7 +19,7 @@ import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import SWEEP
+from tests.conftest import SWEEP, reports_in
 from tests.test_cluster import Cluster, Node, _children, cluster_root, free_port, kill
 
 pytestmark = pytest.mark.slow
@@ -63,7 +62,7 @@ def reports(shared: Path) -> list[dict]:
     """The trial's reports so far, as Tune recorded them (result.json)."""
     lines: list[dict] = []
     for path in shared.glob("mlp_digits/*/tune/train_*/result.json"):
-        lines += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        lines += reports_in(path)
     return lines
 
 

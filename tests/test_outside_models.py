@@ -8,7 +8,6 @@ best model loads back from MLflow."""
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import signal
 import subprocess
@@ -28,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from sweep.config import optuna_sweeper
 from sweep.config.settings import load_settings
 from sweep.errors import ConfigError
-from tests.conftest import REPO, Sweep, run_sweep
+from tests.conftest import REPO, Sweep, reports_in, run_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +66,7 @@ def results(tmp: Path) -> dict[str, list[dict]]:
     """Each trial's reports so far (Tune's result.json), by trial id."""
     out = {}
     for path in (tmp / "sweeps" / NAME).glob("*/tune/train_*/result.json"):
-        lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        lines = reports_in(path)
         if lines:
             out[lines[0]["trial_id"]] = lines
     return out

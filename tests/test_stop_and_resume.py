@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, Sweep
+from tests.conftest import REPO, Sweep, reports_in
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +61,7 @@ def epochs(tmp: Path, stage: str) -> dict[str, list[int]]:
     path = folder(tmp)
     out = {}
     for result in path.glob(f"tune-{stage}/train_*/result.json") if path else []:
-        lines = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+        lines = reports_in(result)
         if lines:
             out[lines[0]["trial_id"]] = [int(line["epoch"]) for line in lines]
     return out
