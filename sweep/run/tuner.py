@@ -230,12 +230,12 @@ def fit(
     ``deadline`` (``time.time()``) no trial trains: the sweep's time budget.
     ``when_trials_run`` is called once, when the trials hold their workers."""
     budget = TimeBudget(deadline) if deadline is not None else None
-    population = settings.scheduler.name in POPULATION
+    population_based = settings.scheduler.name in POPULATION
     stopper = TrialStopper(
         settings.metrics,
         budget,
-        needs_every_trial=population and settings.scheduler.synch,
-        last_epoch=settings.max_epochs if population else None,
+        needs_every_trial=population_based and settings.scheduler.synch,
+        last_epoch=settings.max_epochs if population_based else None,
     )
     callbacks: list[tune.Callback] = [
         *([budget] if budget is not None else []),
@@ -251,7 +251,7 @@ def fit(
         WholeState(experiment),  # the state a resume reads, never cut short
     ]
     saves = StateSaves()
-    if not population:  # Tune deletes replaced checkpoints (num_to_keep below)
+    if not population_based:  # Tune deletes replaced checkpoints (num_to_keep below)
         callbacks += [SpareCheckpoints(experiment), saves]
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     workers = multi_worker(settings, experiment)
@@ -268,7 +268,7 @@ def fit(
             cpus=settings.cpus_per_trial,
             verbose=settings.verbose,
             deadline=deadline,
-            population=settings.scheduler.name in POPULATION,
+            population=population_based,
             workers=workers,
         ),
         # A multi-worker trial only waits for its workers, which reserve their own CPUs
