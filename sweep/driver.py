@@ -134,6 +134,7 @@ def run_sweep(
     quiet_tune(settings.verbose)
     print(header(settings, folder), flush=True)
     tracker: Tracker | None = None
+    logger: model.WarmLogger | None = None
     reaper = None
     code = 0
     try:
@@ -155,6 +156,8 @@ def run_sweep(
         if signals.received is None:
             raise
     finally:
+        if logger is not None:
+            logger.close()
         with contextlib.suppress(KeyboardInterrupt):  # a signal while Ray stops: noted
             stop_ray()
         if reaper is not None:

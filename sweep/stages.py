@@ -375,9 +375,16 @@ def run_stage(
         results = tuner.load_results(staged, experiment)
     else:
         sweep.signals.check()
-        warm = sweep.model_logger.start if sweep.model_logger is not None else None
+        logger = sweep.model_logger
         tuned = tuner.fit(
-            staged, sweep.base, tracker, sweep.signals, experiment, sweep.deadline, warm
+            staged,
+            sweep.base,
+            tracker,
+            sweep.signals,
+            experiment,
+            sweep.deadline,
+            logger.warm if logger is not None else None,
+            logger.at_trial_start() if logger is not None else None,
         )
         tracker.writer.flush()
         if tuned.interrupted or tuned.bad_input is not None:

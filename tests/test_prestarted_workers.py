@@ -101,7 +101,7 @@ def test_the_model_logger_started_when_the_trials_run_takes_no_trial_s_worker(
     the logger gets one of its own."""
     logger = WarmLogger({})
     with prestarted_workers(embedded=True):
-        trials = trial_processes(tmp_path, WhenTrialsRun(logger.start, every))
+        trials = trial_processes(tmp_path, WhenTrialsRun(logger.warm, every))
     assert {pid for pid, _ in trials} <= prestarted, (trials, prestarted)
     assert logger.handle is not None  # started, once
     ray.get(logger.handle.__ray_ready__.remote(), timeout=120)

@@ -15,14 +15,29 @@ and opening the tracking store (~1.3 s for SQLite: MLflow imports SQLAlchemy and
 store). When the sweep ends only the logging itself is left (~0.5 s for the default
 MLP). A model that cannot be logged (not picklable, an input example the model cannot
 take) costs a warning, not the sweep.
+
+Where it can, a copy of a trial's own worker logs it instead of the actor: the first
+trial that starts on the driver's machine forks its worker (:func:`fork_logger`), before
+it trains, and the copy waits for the driver's request with torch, Lightning and the
+model's code already imported; it warms up only MLflow. That saves the actor's new
+Python and its imports (~5 s of CPU, on cores the trials need). The actor stays for
+trials on other machines, and takes over when the copy is gone.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import os
+import pickle
+import socket
+import struct
+import sys
+import threading
+import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import ray
 
@@ -35,14 +50,7 @@ class ModelLogger:
     """The Ray actor that logs the best model; started by :class:`WarmLogger`."""
 
     def __init__(self, targets: list[str], uri: str | None) -> None:
-        # The lowest CPU priority there is, so it takes only CPU no trial wants. Not nice:
-        # Ray runs every worker (the trials too) at nice 15, and 19 would still take a
-        # third of a core from them; SCHED_IDLE takes the least (on 2 busy cores the trials'
-        # epochs still run ~30 % slower while it imports: bench/BENCHMARKS.md).
-        if hasattr(os, "sched_setscheduler"):
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        else:
-            os.nice(19)
+        _lowest_priority()
         import lightning  # noqa: F401
         import mlflow.pytorch  # noqa: F401
         import torch  # noqa: F401
@@ -59,10 +67,12 @@ class ModelLogger:
 
 
 class WarmLogger:
-    """The sweep's :class:`ModelLogger`, started by :meth:`start` once the trials hold
-    their workers (sweep/run/callbacks.py:WhenTrialsRun). Not before: on an embedded Ray the trials
-    start in the workers Ray prestarted, and a logger started first would take one of
-    them, leaving a trial to wait for a new Python (~4 s)."""
+    """The sweep's model logger: a fork of the first local trial's worker that asks for it
+    (:meth:`at_trial_start`), or else the :class:`ModelLogger` actor, started by
+    :meth:`warm` once the trials hold their workers (sweep/run/callbacks.py:WhenTrialsRun).
+    Not before: on an embedded Ray the trials start in the workers Ray prestarted, and an
+    actor started first would take one of them, leaving a trial to wait for a new Python
+    (~4 s)."""
 
     def __init__(self, base: dict[str, Any], uri: str | None = None) -> None:
         self.handle: Any = None
@@ -73,8 +83,52 @@ class WarmLogger:
             for section in (base.get("model"), base.get("data"))
             if isinstance(section, dict) and "_target_" in section
         ]
+        self.fork: socket.socket | None = None  # the connection to the forked copy
+        self.address: str | None = None
+        try:  # Linux's abstract socket names: nothing on disk, gone with this process
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            address = f"\0sweep-model-logger-{uuid.uuid4().hex}"
+            listener.bind(address)
+            listener.listen(8)
+        except OSError:  # not Linux: the actor logs the model
+            return
+        self.address = address
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
-    def start(self) -> Any:
+    def _accept(self, listener: socket.socket) -> None:
+        """Say yes to the first trial that asks, from this user; closing the listener
+        refuses the others."""
+        with listener:
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+                    if struct.unpack("3i", creds)[1] != os.getuid():
+                        conn.close()
+                        continue
+                    conn.sendall(b"1")
+                except OSError:
+                    return
+                self.fork = conn
+                return
+
+    def at_trial_start(self) -> Callable[[], None] | None:
+        """What a trial calls as it starts (sweep/run/trial.py), or None without a listener."""
+        if self.address is None:
+            return None
+        return functools.partial(fork_logger, self.address, self.targets, self.uri)
+
+    def close(self) -> None:
+        """A copy still waiting ends: the sweep ended without a model to log."""
+        if self.fork is not None:
+            self.fork.close()
+
+    def warm(self) -> None:
+        """Start the actor now, unless a trial's copy waits already."""
+        if self.fork is None:
+            self.actor()
+
+    def actor(self) -> Any:
         # It asks for no CPU, so it never holds a trial back from starting.
         if self.handle is None:
             actor = ray.remote(num_cpus=0, max_restarts=0)(ModelLogger)
@@ -90,21 +144,136 @@ def publish(
     register_as: str | None,
     logger: WarmLogger | None = None,
 ) -> Callable[[], tuple[str, str | None]]:
-    """Start logging the model on the parent run ``run_id`` (in ``logger``, warm by now,
-    or a new one), beside the driver's own report; the returned call waits for (where it
-    is, for the summary, None), or ("", the warning that says why not)."""
-    actor = (logger or WarmLogger(cfg, uri)).start()
-    ref = actor.log.remote(cfg, checkpoint, uri, run_id, register_as)
+    """Start logging the model on the parent run ``run_id`` (in ``logger``'s fork or
+    actor, warm by now, or a new actor), beside the driver's own report; the returned call
+    waits for (where it is, for the summary, None), or ("", the warning that says why
+    not)."""
+    request = (cfg, checkpoint, uri, run_id, register_as)
+    fork = logger.fork if logger is not None else None
+    if fork is not None:
+        try:
+            fork.sendall(pickle.dumps(request))
+            fork.shutdown(socket.SHUT_WR)  # the request is whole
+        except OSError:
+            fork = None
+
+    def in_actor() -> Any:
+        return (logger or WarmLogger(cfg, uri)).actor().log.remote(*request)
+
+    ref = None if fork is not None else in_actor()
 
     def wait() -> tuple[str, str | None]:
+        if fork is not None:
+            reply = _reply(fork)
+            if reply is not None:
+                error = reply.get("error")
+                return reply.get("model", ""), error and _warning(error)
+        # Without a copy, or the copy is gone (killed, out of memory): the actor logs it.
+        pending = ref if ref is not None else in_actor()
         try:
-            return str(ray.get(ref, timeout=TIMEOUT_S)), None
+            return str(ray.get(pending, timeout=TIMEOUT_S)), None
         except Exception as exc:  # any failure is the model's, never the sweep's
             cause = exc.cause if isinstance(exc, ray.exceptions.RayTaskError) else exc
-            text = " ".join(f"{type(cause).__name__}: {cause}".split())[:300]
-            return "", f"the best model was not logged to MLflow ({text})"
+            return "", _warning(f"{type(cause).__name__}: {cause}")
 
     return wait
+
+
+def _warning(error: str) -> str:
+    text = " ".join(error.split())[:300]
+    return f"the best model was not logged to MLflow ({text})"
+
+
+def _reply(fork: socket.socket) -> dict[str, str] | None:
+    """The copy's answer, or None when it ended without one. JSON, never a pickle: the
+    driver loads nothing another process could make it run."""
+    fork.settimeout(TIMEOUT_S)
+    chunks = []
+    try:
+        with fork:
+            while chunk := fork.recv(65536):
+                chunks.append(chunk)
+        reply = json.loads(b"".join(chunks) or b"null")
+    except (OSError, ValueError):
+        return None
+    return reply if isinstance(reply, dict) else None
+
+
+def fork_logger(address: str, targets: list[str], uri: str | None) -> None:
+    """In a trial's worker, as the trial starts: ask the driver listening at ``address``
+    whether this worker is to be the model logger, and if it is (the first to ask from
+    the driver's machine), fork a copy of it that waits for the request. A worker on
+    another machine cannot reach the name, and one whose CUDA is set up cannot be forked
+    usefully; either trains on without asking."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        return
+    try:
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    except OSError:
+        return
+    with conn:
+        try:
+            conn.settimeout(2)
+            conn.connect(address)
+            chosen = conn.recv(1) == b"1"
+        except OSError:
+            chosen = False
+        if not chosen:
+            return
+        child = os.fork()
+        if child == 0:
+            # Forked once more, so that the copy is nobody's child: Ray ends a worker's
+            # children with it, and Tune ends this worker when its trials end.
+            try:
+                if os.fork() == 0:
+                    _serve(conn, targets, uri)
+            finally:
+                os._exit(0)
+    os.waitpid(child, 0)
+
+
+def _serve(conn: socket.socket, targets: list[str], uri: str | None) -> NoReturn:
+    """The forked copy: drop the worker's connections (Ray must see the worker's own end
+    when it ends), warm up MLflow, log the model the driver asks for, and answer. It ends
+    after one request, or when the driver has ended without one."""
+    import gc
+    import signal
+
+    # A session of its own: Ray ends a worker's process group with it (SIGTERM), and this
+    # copy outlives the worker it came from; the driver's end of ``conn`` ends it.
+    os.setsid()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the Ray worker's handler
+    gc.freeze()  # the worker's objects (Ray's among them) are never finalised here
+    keep = conn.fileno()
+    os.closerange(3, keep)
+    os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
+    try:
+        _lowest_priority()
+        _warm_up(targets, uri)
+        conn.settimeout(None)
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+        if chunks:
+            try:
+                reply = {"model": _log_model(*pickle.loads(b"".join(chunks)))}
+            except Exception as exc:  # any failure is the model's, said in the summary
+                reply = {"error": f"{type(exc).__name__}: {exc}"}
+            conn.sendall(json.dumps(reply).encode())
+    finally:
+        os._exit(0)
+
+
+def _lowest_priority() -> None:
+    """The lowest CPU priority there is, so the logger takes only CPU no trial wants. Not
+    nice: Ray runs every worker (the trials too) at nice 15, and 19 would still take a
+    third of a core from them; SCHED_IDLE takes the least (on 2 busy cores the trials'
+    epochs still run ~30 % slower while it imports: bench/BENCHMARKS.md)."""
+    if hasattr(os, "sched_setscheduler"):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    else:
+        os.nice(19)
 
 
 def _warm_up(targets: list[str], uri: str | None) -> None:

@@ -13,7 +13,7 @@ import json
 import math
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -252,8 +252,13 @@ def train(
     deadline: float | None = None,
     population: bool = False,
     workers: Workers | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> None:
-    """Ray Tune function trainable: ``config`` holds this trial's sampled point."""
+    """Ray Tune function trainable: ``config`` holds this trial's sampled point.
+    ``on_start`` runs first, before anything of the trial's (the best model's logger may
+    fork this worker there: sweep/report/model.py)."""
+    if on_start is not None:
+        on_start()
     if workers is not None:
         train_workers(config, base, dims, workers, verbose, deadline)
         return

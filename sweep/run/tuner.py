@@ -224,11 +224,13 @@ def fit(
     experiment: str,
     deadline: float | None = None,
     when_trials_run: Callable[[], object] | None = None,
+    on_trial_start: Callable[[], None] | None = None,
 ) -> TuneRun:
     """Run the Tune experiment at ``experiment`` (a path under the storage), or resume it
     from there: callbacks and stopper are this driver's own either way. After
     ``deadline`` (``time.time()``) no trial trains: the sweep's time budget.
-    ``when_trials_run`` is called once, when the trials hold their workers."""
+    ``when_trials_run`` is called once, when the trials hold their workers;
+    ``on_trial_start`` in each trial's worker, as the trial starts."""
     budget = TimeBudget(deadline) if deadline is not None else None
     population_based = settings.scheduler.name in POPULATION
     stopper = TrialStopper(
@@ -270,6 +272,7 @@ def fit(
             deadline=deadline,
             population=population_based,
             workers=workers,
+            on_start=on_trial_start,
         ),
         # A multi-worker trial only waits for its workers, which reserve their own CPUs
         # and GPUs: it holds nothing Ray schedules by (Tune refuses an empty request).
