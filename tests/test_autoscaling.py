@@ -125,6 +125,7 @@ def autoscaling() -> Iterator[AutoscalingCluster]:
     finally:
         # The head, its autoscaler, and every node it launched name the session folder.
         kill(processes_mentioning(str(root / "ray")), signal.SIGTERM)
+        kill(processes_mentioning(f":{port}"))  # the head's Ray Client server names no folder
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -180,6 +180,9 @@ class Cluster:
         # the head's GCS, raylet and agents outlived kill()'s 3 s grace every time.
         for node in reversed(self.nodes):
             node.stop(signal.SIGKILL)
+        # The head's Ray Client server names no folder, only the head's address, and
+        # outlived the head by minutes (found running after a local test run).
+        kill(processes_mentioning(f":{self.port}"), signal.SIGKILL)
         for server in self.servers:
             kill([psutil.Process(server.pid), *_children(server.pid)], signal.SIGTERM)
             server.wait(timeout=10)  # reaped, so no ResourceWarning lands on a later test
