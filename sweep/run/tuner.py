@@ -259,8 +259,12 @@ def fit(
     workers = multi_worker(settings, experiment)
     if when_trials_run is not None:
         # A multi-worker trial's workers start after its Tune actor: only its first
-        # result says that they all hold theirs.
-        every = total_trials(settings) if workers is None else None
+        # result says that they all hold theirs. A trial runs ``on_trial_start`` before it
+        # trains, so at the first result the model's logger knows whether a local trial
+        # has forked a copy of its worker for it (sweep/report/model.py); a Tune actor
+        # that has only started has not run it yet.
+        first_result_only = workers is not None or on_trial_start is not None
+        every = None if first_result_only else total_trials(settings)
         callbacks.append(WhenTrialsRun(when_trials_run, every))
     trainable = tune.with_resources(
         tune.with_parameters(
