@@ -236,7 +236,7 @@ def fork_logger(address: str, targets: list[str], uri: str | None) -> None:
 def _serve(conn: socket.socket, targets: list[str], uri: str | None) -> NoReturn:
     """The forked copy: drop the worker's connections (Ray must see the worker's own end
     when it ends), warm up MLflow, log the model the driver asks for, and answer. It ends
-    after one request, or when the driver has ended without one."""
+    after one request, or as soon as the driver has ended without one."""
     import gc
     import signal
 
@@ -249,13 +249,17 @@ def _serve(conn: socket.socket, targets: list[str], uri: str | None) -> NoReturn
     os.closerange(3, keep)
     os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
     try:
-        _lowest_priority()
-        _warm_up(targets, uri)
+        _lowest_priority()  # for the warm-up's thread too, which inherits it
+        # In a thread, so that a driver that ends without a request ends the copy at once,
+        # not after a warm-up the trials of the next sweep may leave no CPU for.
+        warming = threading.Thread(target=_warm_up, args=(targets, uri), daemon=True)
+        warming.start()
         conn.settimeout(None)
         chunks = []
         while chunk := conn.recv(65536):
             chunks.append(chunk)
         if chunks:
+            warming.join()
             try:
                 reply = {"model": _log_model(*pickle.loads(b"".join(chunks)))}
             except Exception as exc:  # any failure is the model's, said in the summary
