@@ -106,3 +106,28 @@ def test_the_driver_imports_neither_torch_nor_lightning() -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_a_trial_s_worker_imports_the_trial_and_not_the_tuner() -> None:
+    """What Tune sends the workers is the trial's function by value: unpickled, it names
+    no module of the driver's (the tuner's optuna and pyarrow, ~1 s of every worker's
+    start), and called it imports sweep/run/trial.py there."""
+    code = (
+        "import sys, pickle; f = pickle.loads(sys.stdin.buffer.read()); "
+        "print(sorted(m for m in ('sweep.run.tuner', 'optuna', 'pyarrow.fs', 'torch') "
+        "if m in sys.modules)); print(f.__code__.co_names)"
+    )
+    from ray import cloudpickle
+
+    from sweep.run.tuner import trial_function
+
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        input=cloudpickle.dumps(trial_function()),
+        capture_output=True,
+        check=True,
+    )
+    imported, names = out.stdout.decode().splitlines()
+    assert imported == "[]"
+    assert names == "('sweep.run', 'trial', 'train')"

@@ -6,7 +6,7 @@ registered in the Model Registry under ``register_model=<name>`` with the parent
 its source. Loading it back: ``mlflow.pytorch.load_model(<models:/... URI>)``.
 
 It runs in a Ray actor, beside the checkpoints and where torch is imported anyway, so the
-driver stays light (sweep/run/trainable.py says why). The actor starts with the first
+driver stays light (sweep/run/tuner.py:trial_function says why). The actor starts with the first
 trial result (:class:`WarmLogger`) and, at the lowest CPU priority, while the trials
 train, pays what the logging would otherwise pay after them: importing torch,
 Lightning, ``mlflow.pytorch`` and the config's model and data modules (4-5 s of CPU),

@@ -43,7 +43,6 @@ from sweep.run.checkpoints import (
 from sweep.run.outcome import TimeBudget, TrialStopper
 from sweep.run.progress import ProgressLine
 from sweep.run.signals import StopSignals
-from sweep.run.trainable import train
 from sweep.run.workers import Workers
 
 if TYPE_CHECKING:  # mlflow: imported by the driver where the store opens
@@ -268,7 +267,7 @@ def fit(
         callbacks.append(WhenTrialsRun(when_trials_run, every))
     trainable = tune.with_resources(
         tune.with_parameters(
-            train,
+            trial_function(),
             base=base,
             dims=settings.dims,
             cpus=settings.cpus_per_trial,
@@ -344,6 +343,22 @@ def fit(
     finally:
         signals.take_back()
     return TuneRun(results, signals.received is not None, stopper.bad_input)
+
+
+def trial_function() -> Callable[..., None]:
+    """What Tune runs in each trial's worker: sweep/run/trial.py:train, imported there.
+
+    Defined inside a function, it is pickled by value (cloudpickle sends functions it
+    cannot find by name that way), so the worker imports the trial alone: not this
+    module's optuna, pyarrow and tracker. The driver never imports the trial's torch and
+    Lightning (~5 s, ~300 MB)."""
+
+    def train(config: dict[str, Any], **arguments: Any) -> None:
+        from sweep.run import trial
+
+        trial.train(config, **arguments)
+
+    return train
 
 
 @contextlib.contextmanager
