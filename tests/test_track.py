@@ -4,6 +4,7 @@ resumes need."""
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +15,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from sweep.track import tags
-from sweep.track.tracker import MAX_TAGS_PER_BATCH, Tracker
+from sweep.track.tracker import MAX_TAGS_PER_BATCH, Tracker, download
 
 
 @pytest.fixture
@@ -271,3 +272,41 @@ def test_a_cache_that_cannot_be_written_leaves_the_schema_to_mlflow(
     tracker.start_parent("sweep now", tmp_path, {}, {})
     assert MlflowClient(tracker.uri).get_run(tracker.parent_run_id).info.status == "RUNNING"
     assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["mlflow.db"]
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+    return names
+
+
+def test_only_the_tracking_package_imports_mlflow() -> None:
+    """Every MLflow call and tag name lives in sweep/track/: a module elsewhere that
+    imports mlflow (even inside a function) is a second way into the store."""
+    sweep = Path(__file__).resolve().parent.parent / "sweep"
+    outside = {
+        str(path.relative_to(sweep))
+        for path in sweep.rglob("*.py")
+        if path.parent.name != "track"
+        and any(name.split(".")[0] == "mlflow" for name in imported_modules(path))
+    }
+    assert outside == set()
+    assert "mlflow" in imported_modules(sweep / "track" / "model.py")  # the scan sees inside
+
+
+def test_a_run_s_file_comes_back_or_none(store, tmp_path: Path) -> None:
+    """How a warm start reads an earlier sweep's results.csv from its parent run."""
+    tracker, _ = store
+    (tmp_path / "results.csv").write_text("model.lr,val_acc\n0.01,0.9\n")
+    tracker.log_artifact(tmp_path / "results.csv")
+    into = tmp_path / "into"
+    into.mkdir()
+    got = download(tracker.uri, tracker.parent_run_id, "results.csv", str(into))
+    assert got is not None and got.read_text() == "model.lr,val_acc\n0.01,0.9\n"
+    assert download(tracker.uri, tracker.parent_run_id, "best.yaml", str(into)) is None
+    assert download(tracker.uri, "0" * 32, "results.csv", str(into)) is None

@@ -1,9 +1,10 @@
 """After the sweep: the best trial's model, as an MLflow model on the parent run.
 
-Rebuilt from the trial's config and its best checkpoint, logged with ``mlflow.pytorch``
-(an input example from the validation data, and the signature it implies), and
-registered in the Model Registry under ``register_model=<name>`` with the parent run as
-its source. Loading it back: ``mlflow.pytorch.load_model(<models:/... URI>)``.
+Rebuilt here from the trial's config and its best checkpoint, then logged by
+sweep/track/model.py with ``mlflow.pytorch`` (an input example from the validation data,
+and the signature it implies), and registered in the Model Registry under
+``register_model=<name>`` with the parent run as its source. Loading it back:
+``mlflow.pytorch.load_model(<models:/... URI>)``.
 
 It runs in a Ray actor, beside the checkpoints and where torch is imported anyway, so the
 driver stays light (sweep/run/tuner.py:trial_function says why). The actor starts with the first
@@ -41,7 +42,6 @@ from typing import Any, NoReturn
 
 import ray
 
-ARTIFACT = "model"  # the parent run's artifact folder of the best model
 # Long enough for a big model's upload to a server; a stuck one must not hold the summary.
 TIMEOUT_S = 600
 
@@ -52,9 +52,7 @@ class ModelLogger:
     def __init__(self, targets: list[str], uri: str | None) -> None:
         _lowest_priority()
         import lightning  # noqa: F401
-        import mlflow.pytorch  # noqa: F401
         import torch  # noqa: F401
-        from mlflow.models import infer_signature  # noqa: F401
 
         import sweep.run.trial  # noqa: F401  (the model's build)
 
@@ -281,60 +279,32 @@ def _lowest_priority() -> None:
 
 
 def _warm_up(targets: list[str], uri: str | None) -> None:
-    """Import the config's model and data classes, save a tiny model the way the best
-    one will be (MLflow's first ``torch.export`` imports and sets up ~1 s of machinery),
-    and open the tracking store at ``uri`` (the driver has made it by now). Only a
-    warm-up: anything that fails here fails again, with its message, in the logging
-    itself."""
+    """Import the config's model and data classes, then warm up MLflow's side of the
+    logging (sweep/track/model.py:warm_up). Only a warm-up: anything that fails here
+    fails again, with its message, in the logging itself."""
     import contextlib
-    import tempfile
 
-    import mlflow
-    import numpy as np
-    import torch
     from hydra.utils import get_class
-    from mlflow.models import infer_signature
-    from mlflow.pytorch import save_model
 
     from sweep.quiet import silence
+    from sweep.track import model as tracked
 
     silence()
     for target in targets:
         with contextlib.suppress(Exception):  # the build reports it
             get_class(target)
-    try:
-        tiny = torch.nn.Linear(2, 1).eval()
-        example = np.zeros((1, 2), dtype=np.float32)
-        with torch.no_grad():
-            output = tiny(torch.as_tensor(example)).numpy()
-        with tempfile.TemporaryDirectory() as folder:
-            save_model(
-                tiny,
-                f"{folder}/{ARTIFACT}",
-                input_example=example,
-                signature=infer_signature(example, output),
-                pip_requirements=[f"torch=={torch.__version__}"],
-            )
-    except Exception:  # a warm-up: the logging reports its own failure
-        pass
-    if uri is not None:
-        with contextlib.suppress(Exception):
-            mlflow.set_tracking_uri(uri)
-            mlflow.search_experiments(max_results=1)
+    tracked.warm_up(uri)
 
 
 def _log_model(
     cfg: dict[str, Any], checkpoint: str, uri: str, run_id: str, register_as: str | None
 ) -> str:
-    # In the Ray worker: these imports are what the driver never pays.
-    import lightning as L
-    import mlflow
-    import mlflow.pytorch
+    # In the copy of a trial's worker, or the Ray actor: what the driver never imports.
     import torch
-    from mlflow.models import infer_signature
 
     from sweep.quiet import silence
     from sweep.run.trial import CHECKPOINT_FILE, build, written_by_sweep
+    from sweep.track import model as tracked
 
     silence()
     model, datamodule = build(cfg)
@@ -344,33 +314,7 @@ def _log_model(
     )
     model.load_state_dict(state["state_dict"])
     model.eval()
-    example = input_example(datamodule)
-    signature = None
-    if example is not None:
-        with torch.no_grad():
-            output = model(torch.as_tensor(example))
-        signature = infer_signature(example, output.numpy())
-    mlflow.set_tracking_uri(uri)
-    # The parent run stays RUNNING: the driver ends it, with the sweep's own status.
-    mlflow.start_run(run_id=run_id)
-    try:
-        info = mlflow.pytorch.log_model(
-            model,
-            name=ARTIFACT,
-            input_example=example,
-            signature=signature,
-            # Pinned here: inferring them runs the model again in a subprocess (~10 s).
-            pip_requirements=[f"torch=={torch.__version__}", f"lightning=={L.__version__}"],
-            registered_model_name=register_as,
-            # Serving the example through a reloaded copy: ~2 s; the test loads it instead.
-            validate_serving_input=False,
-        )
-    finally:
-        mlflow.end_run("RUNNING")
-    if register_as:
-        version = info.registered_model_version
-        return f"{info.model_uri} (registered: models:/{register_as}/{version})"
-    return str(info.model_uri)
+    return tracked.log(model, input_example(datamodule), uri, run_id, register_as)
 
 
 def input_example(datamodule: Any) -> Any:

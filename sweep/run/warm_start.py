@@ -131,16 +131,14 @@ def _results(source: str, tracking_uri: str) -> pd.DataFrame:
     store = tracking_uri.removeprefix("sqlite:///")
     if tracking_uri.startswith("sqlite:///") and not Path(store).is_file():
         raise ConfigError(KEY, f"no MLflow store at {tracking_uri}, so no run {source} either")
-    from mlflow.exceptions import MlflowException  # only for this case: ~2 s to import
-    from mlflow.tracking import MlflowClient
+    from sweep.track.tracker import download  # mlflow, only for this case: ~2 s to import
 
     with tempfile.TemporaryDirectory() as scratch:
-        try:
-            path = MlflowClient(tracking_uri).download_artifacts(source, RESULTS_FILE, scratch)
-        except MlflowException as exc:
+        path = download(tracking_uri, source, RESULTS_FILE, scratch)
+        if path is None:
             raise ConfigError(
                 KEY, f"no {RESULTS_FILE} on MLflow run {source}: is it a sweep's parent run?"
-            ) from exc
+            )
         return pd.read_csv(path)
 
 

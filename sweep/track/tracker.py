@@ -326,6 +326,17 @@ class Tracker:
         return f"tags.`{tag.PARENT}` = '{run_id}'"
 
 
+def download(uri: str, run_id: str, name: str, into: str) -> Path | None:
+    """The file ``name`` the run ``run_id`` holds, copied into the folder ``into``; None
+    when the store has no such run, or the run no such file."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return Path(MlflowClient(uri).download_artifacts(run_id, name, into))
+    except MlflowException:
+        return None
+
+
 def artifact_location(uri: str, experiment_name: str) -> str | None:
     """A new experiment's artifact folder on a SQLite store: ``mlruns/<experiment>`` beside
     the database file. MLflow's default, ``./mlruns`` of the folder the command runs in,
